@@ -1,0 +1,19 @@
+"""Hypothesis profiles shared by every suite.
+
+`dev` keeps the local loop quick, `ci` is what `nox -s tests` runs, and `deep` is the long
+soak (`nox -s tests -- --hypothesis-profile=deep`). Deadlines are off because shared CI
+machines make per-example timing meaningless; budgets live in the benchmarks instead.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.register_profile(
+    "ci", max_examples=2_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "deep", max_examples=50_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("dev")
