@@ -1,0 +1,62 @@
+"""Structured logs: JSON lines for machines by default, a console renderer for people.
+
+Configured once per process from ``Settings`` so the server, the agent and the demo log
+the same way; ``CERTCTL_LOG_FORMAT=console`` switches to the human renderer.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+import structlog
+
+from certctl.config import LogFormat, LogLevel
+
+_LEVELS = {
+    LogLevel.DEBUG: logging.DEBUG,
+    LogLevel.INFO: logging.INFO,
+    LogLevel.WARNING: logging.WARNING,
+    LogLevel.ERROR: logging.ERROR,
+}
+
+
+def configure(level: LogLevel, fmt: LogFormat, stream: TextIO = sys.stderr) -> None:
+    """Route structlog (and the stdlib loggers of our dependencies) through one renderer."""
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if fmt is LogFormat.JSON
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(_LEVELS[level])
+
+
+def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    """A logger whose lines carry ``logger=name``, matching the stdlib loggers' lines."""
+    return structlog.get_logger().bind(logger=name)  # type: ignore[no-any-return]
