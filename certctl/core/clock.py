@@ -13,6 +13,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
+def require_aware(value: datetime, name: str) -> datetime:
+    """Reject naive datetimes at the core's entry points.
+
+    Naive values compare happily with each other, so a shell that forgot ``tzinfo`` would
+    get plausible but shifted decisions instead of an error; refusing them here keeps every
+    timestamp in the core unambiguous.
+    """
+    if value.tzinfo is None:
+        raise ValueError(f"{name} must be timezone-aware; pass a datetime with tzinfo=UTC.")
+    return value
+
+
 class Clock(Protocol):
     """A source of timezone-aware UTC datetimes."""
 
@@ -35,9 +47,7 @@ class VirtualClock:
     """
 
     def __init__(self, epoch: datetime, source: Callable[[], float]) -> None:
-        if epoch.tzinfo is None:
-            raise ValueError("VirtualClock epoch must be timezone-aware; pass tzinfo=UTC.")
-        self._epoch = epoch.astimezone(UTC)
+        self._epoch = require_aware(epoch, "VirtualClock epoch").astimezone(UTC)
         self._source = source
         self._origin = source()
 
