@@ -9,29 +9,37 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dh, ec, ed448, ed25519, rsa, x448, x25519
 
-from certctl.pki.errors import PEMError
+from certctl.pki.errors import PARSE_ERRORS, PEMError
+from certctl.pki.keys import SigningKey
+
+__all__ = [
+    "MAX_PEM_BYTES",
+    "Bundle",
+    "SigningKey",
+    "certificates_pem",
+    "fingerprint_sha256",
+    "key_matches_certificate",
+    "load_certificates",
+    "load_private_key",
+    "pem_blocks",
+    "split_bundle",
+]
 
 # Largest bundle we accept; real chains are a few KiB, so anything near this is an attack
 # or a wrong file, and parsing it would only burn memory.
 MAX_PEM_BYTES = 1 << 20
 
-_BLOCK = re.compile(
-    rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----",
-    re.DOTALL,
-)
-
-SigningKey = (
-    rsa.RSAPrivateKey
-    | ec.EllipticCurvePrivateKey
-    | ed25519.Ed25519PrivateKey
-    | ed448.Ed448PrivateKey
-)
+# The body may hold only base64 and whitespace (RFC 7468 "strict" text, plus CRLF): a
+# narrow class keeps the scan linear, where ".*?" up to the END line would rescan the rest
+# of the input after every unterminated BEGIN and turn a 1 MiB upload into minutes of CPU.
+_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----\r?\n([A-Za-z0-9+/=\s]*)-----END \1-----")
+_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +50,17 @@ class Bundle:
     chain: tuple[x509.Certificate, ...]
 
 
-def pem_blocks(data: bytes, label: str) -> list[bytes]:
-    """Every complete ``label`` block in ``data``, re-encoded with LF line ends."""
+def _check_size(data: bytes, what: str) -> None:
     if len(data) > MAX_PEM_BYTES:
         raise PEMError(
-            f"PEM input is {len(data)} bytes, over the {MAX_PEM_BYTES}-byte limit; "
-            "pass the certificate bundle, not a larger file."
+            f"{what} input is {len(data)} bytes, over the {MAX_PEM_BYTES}-byte limit; "
+            "pass the PEM file itself, not a larger file."
         )
+
+
+def pem_blocks(data: bytes, label: str) -> list[bytes]:
+    """Every complete ``label`` block in ``data``, re-encoded with LF line ends."""
+    _check_size(data, label)
     blocks = []
     for match in _BLOCK.finditer(data):
         if match.group(1).decode() == label:
@@ -65,17 +77,39 @@ def pem_blocks(data: bytes, label: str) -> list[bytes]:
     return blocks
 
 
+def no_block_error(data: bytes, label: str) -> PEMError:
+    """The refusal for input without a usable ``label`` block, naming what was there instead."""
+    found = sorted({m.group(1).decode() for m in _BEGIN.finditer(data)} - {label})
+    if found:
+        return PEMError(
+            f"expected a PEM {label} block but found {', '.join(found)}; pass the {label} file."
+        )
+    return PEMError(
+        f"no complete PEM {label} block found (missing, truncated or damaged); "
+        f"pass text that starts with -----BEGIN {label}-----."
+    )
+
+
 def load_certificates(data: bytes) -> list[x509.Certificate]:
-    """All certificates in a bundle, in order; at least one, each block parsed strictly."""
+    """All certificates in a bundle, in order; at least one, each block parsed strictly.
+
+    Extensions are decoded here rather than lazily so that a damaged extension is a
+    ``PEMError`` now instead of a ``ValueError`` from whichever caller reads it first.
+    """
     blocks = pem_blocks(data, "CERTIFICATE")
     if not blocks:
-        raise PEMError("no complete CERTIFICATE block found; expected PEM-encoded certificates.")
+        raise no_block_error(data, "CERTIFICATE")
     certs = []
     for index, block in enumerate(blocks):
         try:
-            certs.append(x509.load_pem_x509_certificate(block))
-        except ValueError as exc:
-            raise PEMError(f"CERTIFICATE block {index + 1} does not parse: {exc}.") from exc
+            cert = x509.load_pem_x509_certificate(block)
+            _ = cert.extensions
+        except PARSE_ERRORS as exc:
+            raise PEMError(
+                f"CERTIFICATE block {index + 1} does not parse ({exc}); "
+                "pass the certificate exactly as the CA issued it."
+            ) from exc
+        certs.append(cert)
     return certs
 
 
@@ -87,17 +121,20 @@ def split_bundle(data: bytes) -> Bundle:
 
 def load_private_key(data: bytes) -> SigningKey:
     """An unencrypted PEM private key of a type that can sign certificates or handshakes."""
-    if len(data) > MAX_PEM_BYTES:
-        raise PEMError(f"private key input is {len(data)} bytes; expected a single PEM key.")
+    _check_size(data, "private key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise PEMError(f"private key does not parse as unencrypted PEM: {exc}.") from exc
-    if isinstance(key, dh.DHPrivateKey | x25519.X25519PrivateKey | x448.X448PrivateKey):
+    except PARSE_ERRORS as exc:
         raise PEMError(
-            f"private key type {type(key).__name__} cannot sign; use ECDSA, RSA or Ed25519."
+            f"private key does not parse as unencrypted PEM ({exc}); "
+            "pass an unencrypted PKCS#8, SEC1 or PKCS#1 PEM key."
+        ) from exc
+    if not isinstance(key, SigningKey):
+        raise PEMError(
+            f"private key type {type(key).__name__} cannot sign certificates; "
+            "use ECDSA, RSA or Ed25519."
         )
-    return key  # type: ignore[return-value]
+    return key
 
 
 def key_matches_certificate(key: SigningKey, cert: x509.Certificate) -> bool:
@@ -108,6 +145,11 @@ def key_matches_certificate(key: SigningKey, cert: x509.Certificate) -> bool:
     return public == cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+def certificates_pem(certs: Iterable[x509.Certificate]) -> bytes:
+    """Certificates as one PEM bundle, in the order given (leaf first for servers)."""
+    return b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in certs)
 
 
 def fingerprint_sha256(cert: x509.Certificate) -> str:
