@@ -1,0 +1,66 @@
+"""Deploy failures, each telling the caller what state the live files were left in.
+
+The class is the contract: everything except ``RollbackFailed`` and ``RecoveryPending``
+guarantees that the live files (bytes, modes, owners) are exactly as before the deploy, so
+a caller can retry or report without looking at the disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from certctl.deploy.plan import Result
+
+
+class DeployError(Exception):
+    """Base class; ``result`` is set once the deploy got far enough to have one."""
+
+    def __init__(self, message: str, result: Result | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class PlanInvalid(DeployError):
+    """The plan cannot be applied as written; nothing was touched."""
+
+
+class ValidateFailed(DeployError):
+    """The staged material or the target's validate command was rejected; live files intact."""
+
+
+class ApplyFailed(DeployError):
+    """An I/O step failed; live files intact (renamed ones were restored)."""
+
+
+class ReloadFailed(DeployError):
+    """The reload command failed; the previous files were restored and reloaded."""
+
+
+class VerifyFailed(DeployError):
+    """The endpoint did not serve the deployed leaf; the previous files were restored."""
+
+
+class RollbackFailed(DeployError):
+    """Restoring the previous files (or reloading them) failed: manual action is needed.
+
+    The journal stays on disk so that ``Engine.recover`` can finish the job once the cause
+    (full disk, permissions, broken reload command) is fixed; ``backup_paths`` lists the
+    copies of the previous files for an operator who prefers to restore by hand.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        backup_paths: Mapping[str, str | None],
+        journal: str | None,
+        result: Result | None = None,
+    ) -> None:
+        super().__init__(message, result)
+        self.backup_paths = dict(backup_paths)
+        self.journal = journal
+
+
+class RecoveryPending(DeployError):
+    """An unfinished deploy journal covers these paths and others this plan does not lock."""
