@@ -9,14 +9,22 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import click
+import trio
 
 from certctl import __version__, config
+from certctl.store.connect import open_store
+from certctl.store.errors import DataDirUnusable, StoreError
+from certctl.store.postgres import PostgresStore
 
 EXIT_CONFIG = 2
+
+_T = TypeVar("_T")
 
 
 def _environment(env_file: Path | None) -> dict[str, str]:
@@ -98,3 +106,65 @@ def config_init(out: Path, force: bool) -> None:
         os.fsync(handle.fileno())
     tmp.replace(out)
     click.echo(f"wrote {out}; check it with: certctl config check --env-file {out}")
+
+
+@main.group("db")
+def db_group() -> None:
+    """Database schema: apply and inspect migrations."""
+
+
+def _db_settings(env_file: Path | None) -> config.Settings:
+    try:
+        return config.load(_environment(env_file))
+    except config.ConfigError as exc:
+        click.echo(f"certctl: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def _with_store(settings: config.Settings, work: Callable[[PostgresStore], Awaitable[_T]]) -> _T:
+    """Run ``work`` on the configured store (embedded when no URL is set), without
+    migrating on open: these commands are how an operator decides when that happens."""
+    where = {env: shown for env, shown, _ in config.redacted(settings)}
+    if settings.database_url is None:
+        click.echo(f"database: embedded PostgreSQL in {settings.effective_data_dir / 'postgres'}")
+    else:
+        click.echo(f"database: {where['CERTCTL_DATABASE_URL']}")
+
+    async def run() -> _T:
+        async with open_store(settings, migrate=False) as store:
+            return await work(store)
+
+    try:
+        result: _T = trio.run(run)
+    except DataDirUnusable as exc:
+        click.echo(f"certctl: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except StoreError as exc:
+        click.echo(f"certctl: {exc}", err=True)
+        sys.exit(1)
+    return result
+
+
+@db_group.command("migrate")
+@_ENV_FILE
+def db_migrate(env_file: Path | None) -> None:
+    """Apply pending schema migrations (safe while other replicas do the same)."""
+    applied = _with_store(_db_settings(env_file), lambda store: store.migrate())
+    for migration in applied:
+        click.echo(f"applied {migration.version:04d}_{migration.name}")
+    click.echo("schema is up to date" + ("" if applied else "; nothing to apply"))
+
+
+@db_group.command("status")
+@_ENV_FILE
+def db_status(env_file: Path | None) -> None:
+    """List the schema migrations of this build and when each was applied."""
+    states = _with_store(_db_settings(env_file), lambda store: store.migration_status())
+    for state in states:
+        when = state.applied_at.isoformat() if state.applied_at else "pending"
+        click.echo(f"{state.version:04d}_{state.name}  {when}")
+    pending = sum(1 for s in states if s.applied_at is None)
+    click.echo(
+        f"{len(states) - pending} of {len(states)} migrations applied"
+        + (f"; run `certctl db migrate` to apply {pending}" if pending else "")
+    )
