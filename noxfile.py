@@ -45,6 +45,18 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def integration(session: nox.Session) -> None:
+    """Connectors against real servers: the tests marked ``sidecar``.
+
+    Servers run as containers when a Docker engine answers, otherwise as private local
+    processes from the distribution's packages (``.ci/run`` installs them); a server that
+    is missing skips with its install command.
+    """
+    session.install("-e", ".[test]")
+    session.run("pytest", "-m", "sidecar", "tests/integration", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks print figures and ratios against an in-run baseline; they never fail on time.
 

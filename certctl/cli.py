@@ -1,5 +1,8 @@
 """The ``certctl`` command.
 
+Subcommands import their layers (store, connectors) when they run, so `certctl config
+check` stays fast and works even where the database driver cannot load.
+
 Exit codes: 0 success, 1 runtime failure, 2 configuration refused (one line on stderr
 naming the variable and the fix), so wrappers and init systems can tell them apart.
 """
@@ -12,15 +15,14 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
-import trio
 
 from certctl import __version__, config
-from certctl.store.connect import open_store
-from certctl.store.errors import DataDirUnusable, StoreError
-from certctl.store.postgres import PostgresStore
+
+if TYPE_CHECKING:
+    from certctl.store.postgres import PostgresStore
 
 EXIT_CONFIG = 2
 
@@ -124,6 +126,11 @@ def _db_settings(env_file: Path | None) -> config.Settings:
 def _with_store(settings: config.Settings, work: Callable[[PostgresStore], Awaitable[_T]]) -> _T:
     """Run ``work`` on the configured store (embedded when no URL is set), without
     migrating on open: these commands are how an operator decides when that happens."""
+    import trio
+
+    from certctl.store.connect import open_store
+    from certctl.store.errors import DataDirUnusable, StoreError
+
     where = {env: shown for env, shown, _ in config.redacted(settings)}
     if settings.database_url is None:
         click.echo(f"database: embedded PostgreSQL in {settings.effective_data_dir / 'postgres'}")
@@ -168,3 +175,39 @@ def db_status(env_file: Path | None) -> None:
         f"{len(states) - pending} of {len(states)} migrations applied"
         + (f"; run `certctl db migrate` to apply {pending}" if pending else "")
     )
+
+
+@main.group("agent")
+def agent_group() -> None:
+    """Agent-side tools."""
+
+
+@agent_group.command("validate-target")
+@click.option("--type", "type_name", required=True, help="Target type, e.g. nginx, haproxy.")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Target config as JSON.",
+)
+@click.option("--cert", type=click.Path(dir_okay=False, path_type=Path), help="Leaf PEM.")
+@click.option("--chain", type=click.Path(dir_okay=False, path_type=Path), help="Chain PEM.")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Key PEM.")
+def agent_validate_target(
+    type_name: str,
+    config_path: Path,
+    cert: Path | None,
+    chain: Path | None,
+    key: Path | None,
+) -> None:
+    """Validate a target config and dry-run its deploy, changing nothing.
+
+    Without --cert/--key a throwaway self-signed certificate is staged. Exit 0: valid and
+    the checks passed; 2: the config (or a file given) is unusable; 1: a check failed.
+    """
+    from certctl.connectors.targets.dry_run import validate_target
+
+    status, message = validate_target(type_name, config_path, cert, chain, key)
+    click.echo(f"certctl: {message}", err=status != 0)
+    sys.exit(status)

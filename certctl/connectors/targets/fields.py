@@ -1,0 +1,143 @@
+"""Field types shared by every target config: durations, file modes, commands, paths.
+
+Each type accepts exactly one unambiguous spelling and refuses the rest with a sentence
+naming the fix. The earlier implementation took modes as JSON numbers in decimal (0640
+had to be written 416) and durations as integer nanoseconds; a bare number is therefore
+refused here rather than guessed at, so a config carried over cannot be misread silently.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import BeforeValidator, PlainSerializer
+
+from certctl.deploy import Command, CommandInvalid, parse_command
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION = re.compile(rf"(?:{_DURATION_PART.pattern})+")
+_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_MODE = re.compile(r"(?:0o|0)?([0-7]{3,4})")
+
+
+def parse_duration(value: object) -> float:
+    """``"10s"``, ``"250ms"``, ``"1m30s"`` (Go's spelling) to seconds; must be positive."""
+    if not isinstance(value, str) or not _DURATION.fullmatch(value.strip()):
+        raise ValueError(
+            f"{value!r} is not a duration; write a number with a unit, like '10s' or '500ms'"
+        )
+    seconds = sum(
+        float(number) * _UNIT_SECONDS[unit]
+        for number, unit in _DURATION_PART.findall(value.strip())
+    )
+    if seconds <= 0:
+        raise ValueError(f"{value!r} is not a positive duration; give at least '1ms'")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+def parse_mode(value: object) -> int:
+    """``"0640"``, ``"640"`` or ``"0o640"`` to permission bits."""
+    if isinstance(value, str) and (match := _MODE.fullmatch(value.strip())):
+        return int(match.group(1), 8)
+    raise ValueError(f'{value!r} is not a file mode; write it as an octal string, like "0640"')
+
+
+def parse_command_field(value: object) -> Command:
+    """A string is split like a shell would but refused if it needs one; a list is argv."""
+    if isinstance(value, str):
+        try:
+            return parse_command(value, "the command")
+        except CommandInvalid as exc:
+            raise ValueError(str(exc).rstrip(".")) from None
+    if (
+        isinstance(value, list | tuple)
+        and value
+        and all(isinstance(arg, str) for arg in value)
+        and value[0]
+    ):
+        return tuple(value)
+    raise ValueError(
+        f"{value!r} is not a command; give a string like 'nginx -s reload' or an argv list "
+        'like ["nginx", "-s", "reload"]'
+    )
+
+
+def parse_absolute_path(value: object) -> str:
+    if isinstance(value, str) and os.path.isabs(value) and os.path.normpath(value) == value:
+        return value
+    raise ValueError(
+        f"{value!r} is not an absolute, normalized path; give the full path, like "
+        "'/etc/nginx/certs/site.pem'"
+    )
+
+
+def parse_file_name(value: object) -> str:
+    """A bare file name: it is joined to a directory the config names separately."""
+    if (
+        isinstance(value, str)
+        and value not in {"", ".", ".."}
+        and "/" not in value
+        and "\\" not in value
+    ):
+        return value
+    raise ValueError(f"{value!r} is not a plain file name; remove any '/' or '\\'")
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_host_port(value: object) -> HostPort:
+    """``"127.0.0.1:443"``, ``"mail.example.com:465"`` or ``"[::1]:8443"``."""
+    problem = f"{value!r} is not an endpoint; write it as host:port, like '127.0.0.1:443'"
+    host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or (":" in host) != bracketed:
+        raise ValueError(problem)
+    if bracketed:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(problem) from None
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} has port {port}; use a port from 1 to 65535")
+    return HostPort(host, int(port))
+
+
+Duration = Annotated[
+    float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
+]
+FileMode = Annotated[
+    int, BeforeValidator(parse_mode), PlainSerializer(lambda m: f"{m:04o}", return_type=str)
+]
+CommandLine = Annotated[
+    Command, BeforeValidator(parse_command_field), PlainSerializer(list, return_type=list[str])
+]
+AbsolutePath = Annotated[str, BeforeValidator(parse_absolute_path)]
+FileName = Annotated[str, BeforeValidator(parse_file_name)]
+Address = Annotated[
+    HostPort, BeforeValidator(parse_host_port), PlainSerializer(str, return_type=str)
+]
