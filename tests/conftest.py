@@ -3,6 +3,8 @@
 `dev` keeps the local loop quick, `ci` is what `nox -s tests` runs, and `deep` is the long
 soak (`nox -s tests -- --hypothesis-profile=deep`). Deadlines are off because shared CI
 machines make per-example timing meaningless; budgets live in the benchmarks instead.
+`ci` is derandomized so a landing never hinges on which examples a run happened to draw;
+`dev` and `deep` draw fresh examples every run and are where new counterexamples come from.
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ pytest_plugins = ["conftest_store"]
 
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.register_profile(
-    "ci", max_examples=2_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "ci",
+    max_examples=2_000,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(
     "deep", max_examples=50_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
