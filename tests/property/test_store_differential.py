@@ -26,6 +26,7 @@ from conftest_store import (
     event,
     fresh_database,
     issuer,
+    job,
     owner,
     policy,
     target,
@@ -336,7 +337,7 @@ class StoreComparison(RuleBasedStateMachine):
             updated_at=created_at,
             environment=env,
         )
-        jobs = [] if job_id is None else [self._job(job_id, cert_id, JobType.ISSUANCE, created_at)]
+        jobs = [] if job_id is None else [job(job_id, cert_id, JobType.ISSUANCE, now=created_at)]
         self.both(lambda s: s.create_certificate(cert, jobs=jobs, audit=[event(f"e-{cert_id}")]))
 
     @rule(
@@ -434,28 +435,6 @@ class StoreComparison(RuleBasedStateMachine):
 
     # -- jobs ----------------------------------------------------------------------------------
 
-    def _job(
-        self,
-        job_id: str,
-        cert_id: str,
-        job_type: JobType,
-        now: datetime,
-        *,
-        status: JobStatus = JobStatus.PENDING,
-        target_id: str | None = None,
-        agent_id: str | None = None,
-    ) -> Job:
-        return create_job(
-            job_id=job_id,
-            job_type=job_type,
-            certificate_id=cert_id,
-            policy=policy(),
-            now=now,
-            status=status,
-            target_id=target_id,
-            agent_id=agent_id,
-        )
-
     @rule(
         job_id=JOBS,
         cert_id=CERTS,
@@ -479,11 +458,11 @@ class StoreComparison(RuleBasedStateMachine):
         now: datetime,
     ) -> None:
         deployment = job_type is JobType.DEPLOYMENT
-        new = self._job(
+        new = job(
             job_id,
             cert_id,
             job_type,
-            now,
+            now=now,
             status=JobStatus.PENDING if deployment else status,
             target_id=target_id if deployment else None,
             agent_id=agent_id if deployment else None,
@@ -493,7 +472,7 @@ class StoreComparison(RuleBasedStateMachine):
     @rule(job_id=JOBS, target_id=TARGETS, now=TIMES)
     def deploy(self, job_id: str, target_id: str, now: datetime) -> None:
         """A Deployment job for c0, claimed by its target's agent as the work poll does."""
-        new = self._job(job_id, "c0", JobType.DEPLOYMENT, now, target_id=target_id)
+        new = job(job_id, "c0", JobType.DEPLOYMENT, now=now, target_id=target_id)
         self.both(lambda s: s.create_jobs([new]))
         routed = self.both(lambda s: s.get_target(target_id))
         if routed is not None:
@@ -545,8 +524,12 @@ class StoreComparison(RuleBasedStateMachine):
             return
         create = (
             [
-                self._job(
-                    f"{job_id}-d", current.certificate_id, JobType.DEPLOYMENT, now, target_id="g0"
+                job(
+                    f"{job_id}-d",
+                    current.certificate_id,
+                    JobType.DEPLOYMENT,
+                    now=now,
+                    target_id="g0",
                 )
             ]
             if fanout
