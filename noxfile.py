@@ -46,21 +46,23 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def integration(session: nox.Session) -> None:
-    """Connectors against real servers: the tests marked ``sidecar``.
+    """Connectors against real servers, and the end-to-end lifecycle (server + agent +
+    NGINX over HTTPS): the tests marked ``sidecar``.
 
     Servers run as containers when a Docker engine answers, otherwise as private local
     processes from the distribution's packages (``.ci/run`` installs them); a server that
     is missing skips with its install command.
     """
     session.install("-e", ".[test]")
-    session.run("pytest", "-m", "sidecar", "tests/integration", *session.posargs)
+    session.run("pytest", "-m", "sidecar", "tests/integration", "tests/e2e", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks print figures and ratios against an in-run baseline; they never fail on time.
 
-    `nox -s bench` runs all of them, `nox -s bench -- core` one of them.
+    `nox -s bench` runs all of them, `nox -s bench -- core` one of them. The ``load``
+    extra brings locust, which drives the HTTPS load of `nox -s bench -- api`.
     """
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,load]")
     session.run("python", "-m", "benchmarks", *session.posargs)

@@ -177,9 +177,42 @@ def db_status(env_file: Path | None) -> None:
     )
 
 
-@main.group("agent")
-def agent_group() -> None:
-    """Agent-side tools."""
+@main.group("agent", invoke_without_command=True)
+@_ENV_FILE
+@click.option("--once", is_flag=True, help="One heartbeat and one poll, handle the work, exit.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Validate each of this agent's targets with throwaway material; change nothing.",
+)
+@click.pass_context
+def agent_group(ctx: click.Context, env_file: Path | None, once: bool, dry_run: bool) -> None:
+    """Run the agent: register, heartbeat, take work, deploy (until retired or stopped).
+
+    Exit 0: retired by the control plane, or stopped by SIGTERM/SIGINT (and for --once and
+    --dry-run: everything succeeded); 1: a failure; 2: the configuration is refused.
+    """
+    if ctx.invoked_subcommand is not None:
+        if env_file or once or dry_run:
+            raise click.UsageError(
+                "--env-file, --once and --dry-run run the agent; drop them for "
+                f"`certctl agent {ctx.invoked_subcommand}`."
+            )
+        return
+    if once and dry_run:
+        raise click.UsageError("--once and --dry-run exclude each other; choose one.")
+    from certctl.agent.process import Mode, run
+    from certctl.logging import configure as configure_logging
+
+    try:
+        settings = config.load(_environment(env_file))
+        config.validate(settings, role=config.Role.AGENT, now=datetime.now(UTC))
+    except config.ConfigError as exc:
+        click.echo(f"certctl: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    configure_logging(settings.log_level, settings.log_format)
+    mode = Mode.ONCE if once else Mode.DRY_RUN if dry_run else Mode.RUN
+    sys.exit(run(settings, mode, out=click.echo, err=lambda line: click.echo(line, err=True)))
 
 
 @agent_group.command("validate-target")
@@ -211,3 +244,65 @@ def agent_validate_target(
     status, message = validate_target(type_name, config_path, cert, chain, key)
     click.echo(f"certctl: {message}", err=status != 0)
     sys.exit(status)
+
+
+@main.group("server", invoke_without_command=True)
+@_ENV_FILE
+@click.pass_context
+def server_group(ctx: click.Context, env_file: Path | None) -> None:
+    """Run the control plane (HTTPS only) until SIGTERM or SIGINT; SIGHUP reloads its
+    certificate. Exit 1 when it cannot start (TLS material, address), 2 when the
+    configuration is refused."""
+    if ctx.invoked_subcommand is not None:
+        if env_file:
+            raise click.UsageError(
+                "--env-file runs the server; drop it for "
+                f"`certctl server {ctx.invoked_subcommand}`."
+            )
+        return
+    from certctl.server.main import run_server
+
+    sys.exit(run_server(_db_settings(env_file)))
+
+
+@server_group.command("init-tls")
+@click.option(
+    "--dir",
+    "directory",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write ca.pem, server.pem and server-key.pem (created if missing).",
+)
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    help="A DNS name or IP address clients use to reach the server (repeatable); "
+    "localhost, 127.0.0.1 and ::1 are always included.",
+)
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def server_init_tls(directory: Path, hosts: tuple[str, ...], force: bool) -> None:
+    """Create a self-signed CA and a server certificate, for a first start without a PKI."""
+    from certctl.server.tls import TLSBootstrapError, init_tls
+
+    try:
+        made = init_tls(directory.absolute(), hosts=hosts, force=force, now=datetime.now(UTC))
+    except TLSBootstrapError as exc:
+        click.echo(f"certctl: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(
+            f"certctl: cannot write to {directory} ({exc.strerror or exc}); "
+            "choose a directory you can write to.",
+            err=True,
+        )
+        sys.exit(1)
+    click.echo(f"CA certificate (for agents): {made.ca_path}")
+    click.echo(f"server certificate + chain:  {made.cert_path}")
+    click.echo(f"server key (mode 0600):      {made.key_path}")
+    click.echo(f"valid until {made.not_after.isoformat()}")
+    click.echo("# server env file")
+    click.echo(f"CERTCTL_SERVER_TLS_CERT_PATH={made.cert_path}")
+    click.echo(f"CERTCTL_SERVER_TLS_KEY_PATH={made.key_path}")
+    click.echo("# agent env file")
+    click.echo(f"CERTCTL_SERVER_CA_BUNDLE_PATH={made.ca_path}")

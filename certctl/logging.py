@@ -36,6 +36,7 @@ def configure(level: LogLevel, fmt: LogFormat, stream: TextIO = sys.stderr) -> N
     ]
     structlog.configure(
         processors=[
+            _logger_field,
             *shared,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
@@ -55,8 +56,24 @@ def configure(level: LogLevel, fmt: LogFormat, stream: TextIO = sys.stderr) -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level])
+    # One line per HTTP request of the agent's client is noise at info; keep its warnings.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(_LEVELS[level], logging.WARNING))
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
-    """A logger whose lines carry ``logger=name``, matching the stdlib loggers' lines."""
-    return structlog.get_logger().bind(logger=name)  # type: ignore[no-any-return]
+    """A logger whose lines carry ``logger=name``, matching the stdlib loggers' lines.
+
+    It stays a lazy proxy until its first line, so a module-level logger created at import
+    time still follows the ``configure`` call made later by the command that runs.
+    """
+    return structlog.get_logger(logger_name=name)  # type: ignore[no-any-return]
+
+
+def _logger_field(
+    _: object, __: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """``logger_name`` (``logger`` is a reserved argument of structlog) → ``logger``."""
+    if "logger_name" in event:
+        event["logger"] = event.pop("logger_name")
+    return event

@@ -129,6 +129,7 @@ class TargetType(enum.StrEnum):
     ENVOY = "Envoy"
     POSTFIX = "Postfix"
     DOVECOT = "Dovecot"
+    FILE = "File"
 
 
 class IssuerType(enum.StrEnum):

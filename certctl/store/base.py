@@ -21,6 +21,7 @@ no ``"secret"`` keeps the stored one; ``"secret": {}`` removes it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Generic, Protocol, TypeVar
@@ -162,6 +163,41 @@ class AgentDependencies:
         return self.targets + self.certificates + self.jobs
 
 
+@dataclass(frozen=True, slots=True)
+class InventoryCounts:
+    """How many of each thing there are, for ``/api/v1/stats/summary`` and the gauges.
+
+    ``agents`` counts unretired agents by status; ``expiring`` counts certificates with a
+    version whose ``expires_at`` is before the ``expiring_before`` the caller passed.
+    """
+
+    certificates: Mapping[CertificateStatus, int]
+    agents: Mapping[AgentStatus, int]
+    retired_agents: int
+    jobs: Mapping[tuple[JobType, JobStatus], int]
+    expiring: int
+
+
+class Leadership(Protocol):
+    """One claim on a named lock shared by every replica on the database, from
+    ``Store.leadership``: at most one claim per name is ``held`` at a time.
+
+    A lock can be lost without its holder doing anything (PostgreSQL ends the session that
+    held it), and nothing tells the holder when that happens; so it asks with ``check``
+    at a pace it chooses. Between a loss and the next check two replicas may both believe
+    they lead: whatever runs under a lock must still be safe to run twice (job claims skip
+    locked rows, transitions are compare-and-set).
+    """
+
+    @property
+    def held(self) -> bool:
+        """Whether this claim got the lock and has not since found it lost."""
+
+    async def check(self) -> bool:
+        """Whether the lock is still held. Never raises: a lock that cannot be confirmed
+        is treated as lost, and once lost, ``held`` stays ``False``."""
+
+
 class Store(Protocol):
     """Repository operations; each is one transaction.
 
@@ -175,6 +211,14 @@ class Store(Protocol):
     async def ready(self) -> None:
         """Raise ``StoreUnavailable`` unless the database answers with the schema this
         build expects (the ``/ready`` probe)."""
+
+    async def inventory_counts(self, *, expiring_before: datetime) -> InventoryCounts:
+        """Counts by status in one consistent snapshot (one transaction)."""
+
+    def leadership(self, name: str) -> AbstractAsyncContextManager[Leadership]:
+        """Try once, without waiting, to take the lock ``name``; the claim says whether it
+        got it, and leaving the block releases it. ``StoreUnavailable`` if the database
+        cannot be asked."""
 
     # -- teams and owners ---------------------------------------------------------------
 

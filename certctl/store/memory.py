@@ -16,8 +16,9 @@ respect to other tasks.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -55,7 +56,9 @@ from certctl.store.base import (
     AuditQuery,
     CertificateQuery,
     DueRenewal,
+    InventoryCounts,
     JobQuery,
+    Leadership,
     LostAgentJob,
     Page,
 )
@@ -112,8 +115,35 @@ def _fresh(row: Row) -> Row:
     return {k: copy.deepcopy(v) if isinstance(v, dict | list) else v for k, v in row.items()}
 
 
+class _MemoryLeadership:
+    """A claim on ``MemoryStore``'s lock table (see ``Leadership``); the table maps a lock
+    name to the claim holding it, as PostgreSQL maps an advisory lock to a session."""
+
+    def __init__(self, locks: dict[str, object], name: str) -> None:
+        self._locks = locks
+        self._name = name
+        self._held = locks.setdefault(name, self) is self
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    async def check(self) -> bool:
+        self._held = self._held and self._locks.get(self._name) is self
+        return self._held
+
+    def release(self) -> None:
+        if self._locks.get(self._name) is self:
+            del self._locks[self._name]
+        self._held = False
+
+
 class MemoryStore:
-    """See the module docstring. ``encryption_key`` seals secrets as PostgresStore does."""
+    """See the module docstring. ``encryption_key`` seals secrets as PostgresStore does.
+
+    One instance stands for one database: replicas simulated in one process share it, and
+    its lock table is what ``leadership`` claims against.
+    """
 
     def __init__(self, *, encryption_key: str = "") -> None:
         self._encryption_key = encryption_key
@@ -122,6 +152,7 @@ class MemoryStore:
             t.name: {cols: {} for cols in t.uniques} for t in TABLES.values()
         }
         self._undo: list[tuple[Table[Any], Key, Row | None]] | None = None
+        self._locks: dict[str, object] = {}
 
     # -- row engine ---------------------------------------------------------------------
 
@@ -256,6 +287,21 @@ class MemoryStore:
 
     async def ready(self) -> None:
         return None
+
+    # -- leadership ---------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def leadership(self, name: str) -> AsyncIterator[Leadership]:
+        claim = _MemoryLeadership(self._locks, name)
+        try:
+            yield claim
+        finally:
+            claim.release()
+
+    def break_leadership(self, name: str) -> None:
+        """Fault injection: what PostgreSQL ending the holder's session does to its lock.
+        The holder finds out on its next ``check``; another claim may take the lock now."""
+        self._locks.pop(name, None)
 
     # -- teams, owners, policies, profiles ----------------------------------------------
 
@@ -420,6 +466,23 @@ class MemoryStore:
 
     async def list_agents(self) -> tuple[Agent, ...]:
         return self._all(AGENTS)
+
+    async def inventory_counts(self, *, expiring_before: datetime) -> InventoryCounts:
+        certs = self._rows[CERTIFICATES.name].values()
+        agents = list(self._rows[AGENTS.name].values())
+        return InventoryCounts(
+            certificates=Counter(CertificateStatus(r["status"]) for r in certs),
+            agents=Counter(AgentStatus(r["status"]) for r in agents if r["retired_at"] is None),
+            retired_agents=sum(1 for r in agents if r["retired_at"] is not None),
+            jobs=Counter(
+                (JobType(r["type"]), JobStatus(r["status"])) for r in self._rows[JOBS.name].values()
+            ),
+            expiring=sum(
+                1
+                for r in certs
+                if r["expires_at"] is not None and r["expires_at"] < expiring_before
+            ),
+        )
 
     def _live_agent(self, agent_id: str) -> Row:
         row = self._row(AGENTS, agent_id)

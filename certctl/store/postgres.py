@@ -26,7 +26,9 @@ which saves two round trips on the hottest paths.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -46,6 +48,8 @@ from certctl.core.model import (
     CertificateVersion,
     Issuer,
     Job,
+    JobStatus,
+    JobType,
     JSONValue,
     ManagedCertificate,
     Owner,
@@ -67,7 +71,9 @@ from certctl.store.base import (
     AuditQuery,
     CertificateQuery,
     DueRenewal,
+    InventoryCounts,
     JobQuery,
+    Leadership,
     LostAgentJob,
     Page,
 )
@@ -136,6 +142,9 @@ UNAVAILABLE: Final = (
 """Failures that say "the database is not there right now", not "this call is wrong":
 refused or missing socket, connection lost, server shutting down or starting up
 (``CannotConnectNowError``), too many connections."""
+
+SESSION_TIMEOUT: Final = 5.0
+"""Seconds a leadership session may take to answer a check or to unlock and close."""
 
 # -- SQL building blocks (column lists come from certctl.store.rows, never from input) ----
 
@@ -404,10 +413,20 @@ def _unavailable(exc: BaseException) -> bool:
 class PostgresStore:
     """See the module docstring; open one with ``open_postgres_store`` or ``connect``."""
 
-    def __init__(self, pool: Any, loop: Any, *, encryption_key: str) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        loop: Any,
+        *,
+        encryption_key: str,
+        dsn: str,
+        connect_timeout: float = 10.0,
+    ) -> None:
         self._pool = pool
         self._loop = loop
         self._encryption_key = encryption_key
+        self._dsn = dsn
+        self._connect_timeout = connect_timeout
 
     @classmethod
     async def connect(
@@ -445,7 +464,9 @@ class PostgresStore:
             if _unavailable(exc) or isinstance(exc, asyncpg.PostgresError):
                 raise StoreUnavailable(_down(exc)) from None
             raise
-        return cls(pool, loop, encryption_key=encryption_key)
+        return cls(
+            pool, loop, encryption_key=encryption_key, dsn=dsn, connect_timeout=connect_timeout
+        )
 
     @property
     def pool_size(self) -> tuple[int, int]:
@@ -473,8 +494,13 @@ class PostgresStore:
                 async with conn.transaction():
                     return await op(conn)
 
+        return await self._bridge(run)
+
+    async def _bridge(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Await the asyncio coroutine function ``call`` from trio; only store errors (and
+        ``ValueError``) come out."""
         try:
-            result: T = await trio_asyncio.aio_as_trio(run, loop=self._loop)()
+            result: T = await trio_asyncio.aio_as_trio(call, loop=self._loop)()
         except (StoreError, ValueError):
             raise
         except Exception as exc:
@@ -507,6 +533,20 @@ class PostgresStore:
                 f"the database schema lacks {len(pending)} migration(s) this build needs; "
                 "run `certctl db migrate`."
             )
+
+    # -- leadership -----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def leadership(self, name: str) -> AsyncIterator[Leadership]:
+        """A session advisory lock on a connection of its own, outside the pool: the pool
+        never holds session state (see ``_keep_session``), a replica whose pool has one
+        connection cannot starve itself, and losing the session is losing the lock."""
+        claim = _PostgresLeadership(_lock_key(name), self)
+        try:
+            await self._bridge(lambda: claim.try_lock(self._dsn, self._connect_timeout))
+            yield claim
+        finally:
+            await claim.release()
 
     # -- generic table operations ---------------------------------------------------------
 
@@ -776,6 +816,30 @@ class PostgresStore:
 
     async def list_agents(self) -> tuple[Agent, ...]:
         return await self._all(AGENTS)
+
+    async def inventory_counts(self, *, expiring_before: datetime) -> InventoryCounts:
+        async def op(conn: Conn) -> InventoryCounts:
+            certs = await conn.fetch(
+                "SELECT status, count(*) AS n, count(*) FILTER (WHERE expires_at < $1) AS soon "
+                "FROM managed_certificates GROUP BY status",
+                expiring_before,
+            )
+            agents = await conn.fetch(
+                "SELECT status, retired_at IS NOT NULL AS retired, count(*) AS n "
+                "FROM agents GROUP BY 1, 2"
+            )
+            jobs = await conn.fetch("SELECT type, status, count(*) AS n FROM jobs GROUP BY 1, 2")
+            return InventoryCounts(
+                certificates={CertificateStatus(r["status"]): r["n"] for r in certs},
+                agents=Counter(
+                    {AgentStatus(r["status"]): r["n"] for r in agents if not r["retired"]}
+                ),
+                retired_agents=sum(r["n"] for r in agents if r["retired"]),
+                jobs={(JobType(r["type"]), JobStatus(r["status"])): r["n"] for r in jobs},
+                expiring=sum(r["soon"] for r in certs),
+            )
+
+        return await self._run(op)
 
     async def _live_agent_error(self, conn: Conn, agent_id: str) -> StoreError:
         """Why a write guarded by "not retired" matched no row."""
@@ -1211,6 +1275,88 @@ class PostgresStore:
 
 
 _BEFORE_ALL: Final = datetime.min.replace(tzinfo=UTC)
+
+
+def _lock_key(name: str) -> int:
+    """The advisory lock id of a leadership ``name``, derived like the migrations' lock id
+    so it cannot collide with another tool's locks by accident."""
+    digest = hashlib.sha256(f"certctl leadership {name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+_SESSION_LOST: Final = (*UNAVAILABLE, asyncpg.PostgresError, asyncpg.InterfaceError)
+"""What a leadership session raises once it is dead, killed or unanswerable."""
+
+
+class _PostgresLeadership:
+    """A claim whose lock lives exactly as long as its session (see
+    ``PostgresStore.leadership``); ``_conn`` is ``None`` when the claim holds nothing."""
+
+    def __init__(self, key: int, store: PostgresStore) -> None:
+        self._conn: Conn | None = None
+        self._key = key
+        self._store = store
+
+    async def try_lock(self, dsn: str, connect_timeout: float) -> None:
+        """(asyncio) Open a session and keep it if it gets the lock. The session is stored
+        here, not returned, so that a caller cancelled just as the lock was granted still
+        finds it to release."""
+        conn = await asyncpg.connect(dsn, timeout=connect_timeout)
+        try:
+            got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._key)
+        except BaseException:
+            conn.terminate()
+            raise
+        if got:
+            self._conn = conn
+        else:
+            await conn.close(timeout=SESSION_TIMEOUT)
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None
+
+    async def check(self) -> bool:
+        conn = self._conn
+        if conn is None:
+            return False
+
+        async def alive() -> bool:
+            # A live session still holds its lock: only an unlock or the session's end
+            # releases a session-level advisory lock.
+            try:
+                await conn.fetchval("SELECT 1", timeout=SESSION_TIMEOUT)
+            except _SESSION_LOST:
+                # Dead, or silent past the timeout: closing our end makes a session that
+                # is merely slow let go as well, so "unknown" becomes "lost" for everyone.
+                conn.terminate()
+                return False
+            return True
+
+        if not await self._store._bridge(alive):
+            self._conn = None
+        return self._conn is not None
+
+    async def release(self) -> None:
+        """Unlock and close, shielded: shutdown is cancellation, and a lock left behind
+        would keep every other replica from leading until PostgreSQL noticed."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+
+        async def unlock() -> None:
+            # Unlocking first makes the lock free when this returns; closing alone frees
+            # it only once the server has processed the disconnect.
+            try:
+                await conn.execute(
+                    "SELECT pg_advisory_unlock($1)", self._key, timeout=SESSION_TIMEOUT
+                )
+                await conn.close(timeout=SESSION_TIMEOUT)
+            except _SESSION_LOST:
+                conn.terminate()
+
+        with trio.CancelScope(shield=True):
+            await self._store._bridge(unlock)
 
 
 def _down(exc: BaseException) -> str:

@@ -69,6 +69,21 @@ LAYOUTS: dict[TargetType, tuple[dict[str, Any], dict[str, tuple[int, int]], tupl
         {"cert.pem": (0o644, 0o644), "key.pem": (0o600, 0o600), "sds.json": (0o644, 0o644)},
         (),
     ),
+    TargetType.FILE: (
+        {
+            "cert_path": "{d}/cert.pem",
+            "key_path": "{d}/key.pem",
+            "chain_path": "{d}/chain.pem",
+            "fullchain_path": "{d}/fullchain.pem",
+        },
+        {
+            "cert.pem": (0o644, 0o666),
+            "key.pem": (0o600, 0o600),
+            "chain.pem": (0o644, 0o666),
+            "fullchain.pem": (0o644, 0o666),
+        },
+        (),
+    ),
 }
 
 

@@ -37,6 +37,7 @@ MINIMAL: dict[TargetType, dict[str, Any]] = {
     TargetType.ENVOY: {"cert_dir": "/etc/envoy/certs"},
     TargetType.POSTFIX: {},
     TargetType.DOVECOT: {},
+    TargetType.FILE: {"cert_path": "/srv/app/cert.pem", "key_path": "/srv/app/key.pem"},
 }
 
 
@@ -327,10 +328,13 @@ def test_verify_endpoint_defaults_and_overrides(version: testing_material.Materi
     assert off.verifier(version.leaf) is None
 
 
-@pytest.mark.parametrize("kind", list(TargetType))
+@pytest.mark.parametrize("kind", [t for t in TargetType if t is not TargetType.FILE])
 def test_every_connector_verifies_by_default(
     kind: TargetType, version: testing_material.Material
 ) -> None:
-    """The earlier Caddy connector never verified, and others only with an endpoint set."""
+    """The earlier Caddy connector never verified, and others only with an endpoint set.
+
+    The generic File type is the exception: it has no conventional port to verify
+    (``test_connectors_file_target``)."""
     connector = load_connector(kind, MINIMAL[kind])
     assert connector.verifier(version.leaf) is not None

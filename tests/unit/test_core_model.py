@@ -50,7 +50,7 @@ T0 = datetime(2030, 1, 1, tzinfo=UTC)
         (NotificationChannel, "Email Webhook Slack Teams PagerDuty OpsGenie"),
         (
             TargetType,
-            "NGINX Apache HAProxy Traefik Caddy Envoy Postfix Dovecot",
+            "NGINX Apache HAProxy Traefik Caddy Envoy Postfix Dovecot File",
         ),
         (IssuerType, "LocalCA"),
         (ActorType, "User System Agent"),

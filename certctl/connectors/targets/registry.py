@@ -10,6 +10,7 @@ from certctl.connectors.targets.base import Connector, TargetConfigInvalid
 from certctl.connectors.targets.caddy import Caddy
 from certctl.connectors.targets.dovecot import Dovecot
 from certctl.connectors.targets.envoy import Envoy
+from certctl.connectors.targets.file import FileTarget
 from certctl.connectors.targets.haproxy import HAProxy
 from certctl.connectors.targets.nginx import Nginx
 from certctl.connectors.targets.postfix import Postfix
@@ -20,7 +21,7 @@ AnyConnector = Connector[Any]
 
 CONNECTORS: Mapping[TargetType, type[AnyConnector]] = {
     connector.target_type: connector
-    for connector in (Nginx, Apache, HAProxy, Traefik, Caddy, Envoy, Postfix, Dovecot)
+    for connector in (Nginx, Apache, HAProxy, Traefik, Caddy, Envoy, Postfix, Dovecot, FileTarget)
 }
 
 

@@ -1,0 +1,385 @@
+"""The agent process: recover, register, then heartbeat and poll until retired or stopped.
+
+Two loops run in one nursery. The heartbeat keeps the agent Online; the poll claims work
+and runs every item of one poll concurrently (deploys to one target are serialized by the
+``Deployer``) before sleeping again, so an AwaitingCSR job that is listed on every poll
+is never handled twice at once. Poll errors back off exponentially with jitter, so a
+fleet does not hammer a control plane that is coming back up.
+
+Shutdown is cancellation. A deploy in progress is not cancellable (the engine runs it to
+the end in a worker thread, and its journal makes a crash safe anyway); the report of a
+deploy that finished is shielded for a few seconds so the control plane learns what
+really happened on the host. A CSR job abandoned midway leaves only an unused key, which
+pruning removes later.
+"""
+
+from __future__ import annotations
+
+import platform
+import random as _random
+import shlex
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import NoReturn
+
+import trio
+
+from certctl import __version__
+from certctl.agent import issuance
+from certctl.agent.connection import check_server_url
+from certctl.agent.control_plane import (
+    FATAL,
+    AgentIdentity,
+    ControlPlane,
+    ControlPlaneError,
+    HostFacts,
+    TargetSpec,
+    Unauthorized,
+    WorkItem,
+)
+from certctl.agent.deployment import Deployer, Report
+from certctl.agent.keystore import KeyStore, KeyStoreError
+from certctl.agent.state import (
+    StateUnusable,
+    StoredIdentity,
+    load_identity,
+    open_state_dir,
+    save_identity,
+)
+from certctl.agent.targets import connector_for
+from certctl.config import ConfigError, Settings
+from certctl.connectors.targets.base import TargetConfigInvalid, sample_material
+from certctl.core.backoff import Backoff
+from certctl.core.model import JobStatus, JobType
+from certctl.deploy import Engine, RollbackFailed, ValidateFailed
+from certctl.logging import get_logger
+from certctl.pki.errors import PKIError
+
+BACKOFF_CAP = 300.0
+BACKOFF_JITTER = 0.5
+# How long a finished deploy's report may hold up shutdown; systemd's stop timeout is 90 s.
+REPORT_GRACE = 10.0
+
+_log = get_logger("certctl.agent")
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    """How one work item ended on this host (``--once`` prints these)."""
+
+    job_id: str
+    type: JobType
+    ok: bool
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class TargetCheck:
+    """One target's dry run (``--dry-run`` prints these)."""
+
+    target: TargetSpec
+    ok: bool
+    message: str
+
+
+def host_facts() -> HostFacts:
+    return HostFacts(
+        hostname=socket.gethostname(),
+        os=platform.system().lower(),
+        architecture=platform.machine(),
+        version=__version__,
+    )
+
+
+class Agent:
+    """One agent: its state directory, key store, deploy engine and control plane."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        control_plane: ControlPlane,
+        *,
+        facts: HostFacts | None = None,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        """``random`` jitters the poll backoff; tests pass a constant."""
+        self._settings = settings
+        self._control_plane = control_plane
+        self._facts = facts or host_facts()
+        self._random = random
+        self._server_url = check_server_url(settings.server_url)
+        self._state_dir = settings.effective_agent_state_dir
+        self._keys = KeyStore(self._state_dir / "keys")
+        self._poll_interval = settings.agent_poll_interval.total_seconds()
+        self._backoff = Backoff(
+            initial=self._poll_interval,
+            cap=max(BACKOFF_CAP, self._poll_interval),
+            jitter=BACKOFF_JITTER,
+        )
+        self._stopped_by: ControlPlaneError | None = None
+
+    async def start(self) -> NoReturn:
+        """Run until cancelled; raises ``AgentRetired`` (or ``Unauthorized``) to stop."""
+        deployer = await self._prepare()
+        identity = await self._identity(retry=True)
+        async with trio.open_nursery() as nursery:
+            stop = nursery.cancel_scope
+            nursery.start_soon(self._until_fatal, partial(self._heartbeats, identity), stop)
+            nursery.start_soon(self._until_fatal, partial(self._polls, identity, deployer), stop)
+        assert self._stopped_by is not None  # the loops end only through _until_fatal
+        raise self._stopped_by
+
+    async def run_once(self) -> list[JobOutcome]:
+        """One heartbeat and one poll, every item handled; control-plane errors raise."""
+        deployer = await self._prepare()
+        identity = await self._identity(retry=False)
+        await self._control_plane.heartbeat(identity, self._facts)
+        items = await self._control_plane.work(identity, resume=True)
+        return await self._handle_all(identity, deployer, items)
+
+    async def dry_run(self) -> list[TargetCheck]:
+        """Validate each of this agent's targets with throwaway material; changes nothing.
+
+        Needs a registered agent (registering would write the state directory).
+        """
+        identity = load_identity(self._state_dir, self._server_url)
+        if identity is None:
+            raise StateUnusable(
+                f"no agent is registered in {self._state_dir}; run `certctl agent --once` to "
+                "register before a dry run."
+            )
+        targets = await self._control_plane.targets(identity)
+        return [await self._check(target) for target in targets]
+
+    # -- start-up ---------------------------------------------------------------------
+
+    async def _prepare(self) -> Deployer:
+        """Repair deploys a crash interrupted before any new one can touch their files."""
+        open_state_dir(self._state_dir)
+        engine = Engine(str(self._state_dir / "deploy"))
+        try:
+            recoveries = await trio.to_thread.run_sync(engine.recover)
+        except RollbackFailed as exc:
+            _log.error("deploy recovery needs manual action", error=str(exc))
+        else:
+            for recovery in recoveries:
+                _log.warning(
+                    "recovered an interrupted deploy",
+                    journal=recovery.journal,
+                    rolled_forward=recovery.forward,
+                    restored=list(recovery.restored),
+                    removed=list(recovery.removed),
+                    reload_error=recovery.reload_error,
+                    warnings=list(recovery.warnings),
+                )
+        return Deployer(self._settings, self._control_plane, self._keys, engine)
+
+    async def _identity(self, *, retry: bool) -> AgentIdentity:
+        """The stored identity, or a new registration with the bootstrap token."""
+        stored = load_identity(self._state_dir, self._server_url)
+        if stored is not None:
+            return stored
+        token = self._settings.agent_bootstrap_token
+        if not token:
+            raise ConfigError(
+                "CERTCTL_AGENT_BOOTSTRAP_TOKEN",
+                f"CERTCTL_AGENT_BOOTSTRAP_TOKEN is empty and {self._state_dir} holds no agent "
+                "identity; set it to the control plane's bootstrap token to register.",
+            )
+        name = self._settings.agent_name or self._facts.hostname
+        failures = 0
+        while True:
+            try:
+                identity = await self._control_plane.register(token, name, self._facts)
+                break
+            except ControlPlaneError as exc:
+                refusal = _registration_refusal(exc, name)
+                if refusal is not None:
+                    raise refusal from exc
+                if not retry or not _transient(exc):
+                    raise
+                failures += 1
+                await self._pause("registering failed", exc, failures)
+        save_identity(self._state_dir, StoredIdentity(identity, self._server_url))
+        _log.info("registered with the control plane", agent_id=identity.agent_id, name=name)
+        return identity
+
+    # -- loops --------------------------------------------------------------------------
+
+    async def _until_fatal(
+        self, loop: Callable[[], Awaitable[NoReturn]], stop: trio.CancelScope
+    ) -> None:
+        """Run a loop until the control plane refuses this agent, then stop the others."""
+        try:
+            await loop()
+        except FATAL as exc:
+            self._stopped_by = exc
+            stop.cancel()
+
+    async def _heartbeats(self, identity: AgentIdentity) -> NoReturn:
+        interval = self._settings.agent_heartbeat_interval.total_seconds()
+        while True:
+            try:
+                await self._control_plane.heartbeat(identity, self._facts)
+            except FATAL:
+                raise
+            except ControlPlaneError as exc:
+                _log.warning("heartbeat failed", error=str(exc), status=exc.status)
+            await trio.sleep(interval)
+
+    async def _polls(self, identity: AgentIdentity, deployer: Deployer) -> NoReturn:
+        failures = 0
+        resume = True  # first poll: finish deploys a previous run of this agent claimed
+        while True:
+            try:
+                items = await self._control_plane.work(identity, resume=resume)
+            except FATAL:
+                raise
+            except ControlPlaneError as exc:
+                failures += 1
+                await self._pause("polling for work failed", exc, failures)
+                continue
+            failures = 0
+            resume = False
+            await self._handle_all(identity, deployer, items)
+            await trio.sleep(self._poll_interval)
+
+    async def _pause(self, what: str, exc: ControlPlaneError, failures: int) -> None:
+        delay = self._backoff.delay(failures, self._random)
+        _log.warning(
+            what, error=str(exc), status=exc.status, failures=failures, retry_in=round(delay, 1)
+        )
+        await trio.sleep(delay)
+
+    # -- work items ---------------------------------------------------------------------
+
+    async def _handle_all(
+        self, identity: AgentIdentity, deployer: Deployer, items: Sequence[WorkItem]
+    ) -> list[JobOutcome]:
+        """Every item concurrently; a fatal refusal stops the rest and is raised alone."""
+        outcomes: list[JobOutcome] = []
+        fatal: list[ControlPlaneError] = []
+
+        async def one(item: WorkItem, scope: trio.CancelScope) -> None:
+            try:
+                outcomes.append(await self._handle(identity, deployer, item))
+            except FATAL as exc:
+                fatal.append(exc)
+                scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            for item in items:
+                nursery.start_soon(one, item, nursery.cancel_scope)
+        if fatal:
+            raise fatal[0]
+        return outcomes
+
+    async def _handle(
+        self, identity: AgentIdentity, deployer: Deployer, item: WorkItem
+    ) -> JobOutcome:
+        log = _log.bind(job_id=item.job_id, job_type=item.type.value)
+        if item.status is JobStatus.AWAITING_CSR:
+            outcome = await self._issue(identity, item)
+        elif item.type is JobType.DEPLOYMENT:
+            outcome = await self._deploy(identity, deployer, item)
+        else:
+            outcome = JobOutcome(
+                item.job_id, item.type, False, f"{item.status} {item.type} jobs are not for agents"
+            )
+        if outcome.ok:
+            log.info("job done", result=outcome.message)
+        else:
+            log.error("job failed", error=outcome.message)
+        return outcome
+
+    async def _issue(self, identity: AgentIdentity, item: WorkItem) -> JobOutcome:
+        try:
+            key = await trio.to_thread.run_sync(issuance.new_key, item)
+            await trio.to_thread.run_sync(self._keys.store, item.certificate_id, key)
+            csr = issuance.csr_pem(item, key)
+            version = await self._control_plane.submit_csr(identity, item.job_id, csr)
+        except FATAL:
+            raise
+        except (PKIError, KeyStoreError, ControlPlaneError) as exc:
+            return JobOutcome(item.job_id, item.type, False, f"CSR not submitted: {exc}")
+        return JobOutcome(
+            item.job_id,
+            item.type,
+            True,
+            f"issued version {version.id} (serial {version.serial_number}, not after "
+            f"{version.not_after.isoformat()})",
+        )
+
+    async def _deploy(
+        self, identity: AgentIdentity, deployer: Deployer, item: WorkItem
+    ) -> JobOutcome:
+        report = await deployer.deploy(identity, item)
+        await self._report(identity, item, report)
+        if report.error is not None:
+            return JobOutcome(item.job_id, item.type, False, report.error)
+        verified = report.verification.status if report.verification else "not run"
+        return JobOutcome(item.job_id, item.type, True, f"deployed; verification {verified}")
+
+    async def _report(self, identity: AgentIdentity, item: WorkItem, report: Report) -> None:
+        """Shielded: the deploy happened, so the control plane should hear of it even
+        while the agent shuts down; bounded so shutdown is not held up for long."""
+        with trio.CancelScope(shield=True), trio.move_on_after(REPORT_GRACE):
+            try:
+                await self._control_plane.report_status(
+                    identity,
+                    item.job_id,
+                    report.status,
+                    error=report.error,
+                    verification=report.verification,
+                )
+            except FATAL:
+                raise
+            except ControlPlaneError as exc:
+                _log.warning(
+                    "reporting the job status failed; the control plane will time the job out",
+                    job_id=item.job_id,
+                    error=str(exc),
+                )
+
+    # -- dry run ------------------------------------------------------------------------
+
+    async def _check(self, target: TargetSpec) -> TargetCheck:
+        try:
+            connector = connector_for(target, self._settings)
+        except TargetConfigInvalid as exc:
+            return TargetCheck(target, False, str(exc))
+        name = connector.config.post_deploy_verify.server_name or "localhost"
+        material = await trio.to_thread.run_sync(sample_material, name)
+        try:
+            dry = await connector.validate_only(
+                material.cert_pem, material.chain_pem, material.key_pem
+            )
+        except ValidateFailed as exc:
+            return TargetCheck(target, False, str(exc))
+        ran = "; ".join(shlex.join(check.argv) for check in dry.checks) or "no commands"
+        notes = "".join(f" Note: {note}" for note in dry.notes)
+        return TargetCheck(target, True, f"dry run passed (ran: {ran}).{notes}")
+
+
+def _transient(exc: ControlPlaneError) -> bool:
+    """Worth retrying: the server was unreachable, overloaded or failing."""
+    return exc.status is None or exc.status >= 500 or exc.status == 429
+
+
+def _registration_refusal(exc: ControlPlaneError, name: str) -> ConfigError | None:
+    """The configuration fix for a refused registration, if the operator has one to make."""
+    if isinstance(exc, Unauthorized):
+        return ConfigError(
+            "CERTCTL_AGENT_BOOTSTRAP_TOKEN",
+            f"the control plane refused CERTCTL_AGENT_BOOTSTRAP_TOKEN ({exc}); set it to the "
+            "server's current bootstrap token.",
+        )
+    if exc.status == 409:
+        return ConfigError(
+            "CERTCTL_AGENT_NAME",
+            f"an agent named {name!r} is already registered ({exc}); set CERTCTL_AGENT_NAME to "
+            "an unused name or retire the old agent.",
+        )
+    return None

@@ -1,0 +1,1 @@
+"""The control plane: its HTTPS listener, the API application and their composition."""

@@ -1,0 +1,118 @@
+"""``certctl server``: configuration, TLS, store, application and listener, composed.
+
+The order is the point: every refusal that needs no database (configuration, TLS
+material, the listening address) happens before the store is opened, so a broken
+deployment fails in milliseconds with one line instead of after migrations.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from certctl.config import ConfigError, Role, Settings, validate
+from certctl.core.clock import SystemClock
+from certctl.logging import configure
+from certctl.server.listener import BindError, run_workers, serve, watch_sighup
+from certctl.server.tls import ReloadableTLS, TLSPreflightError, preflight
+from certctl.store.connect import open_store
+from certctl.store.errors import DataDirUnusable, StoreError
+
+if TYPE_CHECKING:
+    from certctl.services.context import Services
+
+# As in certctl.cli: 1 the server could not run, 2 the configuration was refused. The
+# design asks for 1 on unusable TLS material, like any other start-up failure.
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def run_server(settings: Settings) -> int:
+    """Run the control plane until SIGTERM or SIGINT; the process exit status."""
+    clock = SystemClock()
+    try:
+        _check_workers(settings)
+        validate(settings, role=Role.SERVER, now=clock.now())
+    except ConfigError as exc:
+        return _refuse(exc, EXIT_CONFIG)
+    try:
+        preflight(
+            settings.server_tls_cert_path,
+            settings.server_tls_key_path,
+            settings.server_host,
+            clock.now(),
+        )
+        return run_workers(settings, functools.partial(_worker, settings))
+    except (TLSPreflightError, BindError) as exc:
+        return _refuse(exc, EXIT_FAILED)
+
+
+def _check_workers(settings: Settings) -> None:
+    if settings.server_workers < 1:
+        raise ConfigError(
+            "CERTCTL_SERVER_WORKERS",
+            f"CERTCTL_SERVER_WORKERS is {settings.server_workers}; set it to 1 or more "
+            "(about one per CPU core).",
+        )
+
+
+def _refuse(exc: Exception, status: int) -> int:
+    print(f"certctl: {exc}", file=sys.stderr)
+    return status
+
+
+def _worker(settings: Settings, sockets: list[socket.socket]) -> None:
+    """One worker, in this process or a spawned one (which must configure logging again)."""
+    configure(settings.log_level, settings.log_format)
+    try:
+        trio.run(_serve, settings, sockets)
+    except (TLSPreflightError, StoreError) as exc:
+        # The files may have changed since the parent's preflight; the store may be down,
+        # or its data directory unusable, which certctl.cli counts as configuration.
+        status = EXIT_CONFIG if isinstance(exc, DataDirUnusable) else EXIT_FAILED
+        raise SystemExit(_refuse(exc, status)) from None
+
+
+async def _serve(settings: Settings, sockets: list[socket.socket]) -> None:
+    # Imported only now that logging is configured: modules of the API layer bind their
+    # loggers at import, and a logger bound earlier ignores CERTCTL_LOG_FORMAT and _LEVEL.
+    from certctl.server.app import create_app  # noqa: PLC0415
+
+    clock = SystemClock()
+    tls = ReloadableTLS(
+        settings.server_tls_cert_path,
+        settings.server_tls_key_path,
+        settings.server_host,
+        clock.now(),
+    )
+    # Installed before the store opens, so a stop request during start-up is kept and
+    # ends the server gracefully as soon as it serves.
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_requests:
+
+        async def stop_requested() -> None:
+            async for _ in stop_requests:
+                return
+
+        async with open_store(settings) as store, trio.open_nursery() as nursery:
+            app = create_app(settings, store, clock=clock, background=(_scheduler(settings),))
+            await nursery.start(watch_sighup, tls, clock)
+            await serve(app, settings, tls, shutdown_trigger=stop_requested, sockets=sockets)
+            nursery.cancel_scope.cancel()
+
+
+def _scheduler(settings: Settings) -> Callable[[Services], Awaitable[None]]:
+    """The scheduler loops, run in the app's nursery (see ``certctl.server.scheduler``)."""
+    from certctl.server.scheduler import Intervals, Scheduler  # noqa: PLC0415 (as create_app)
+
+    intervals = Intervals.from_settings(settings)
+
+    async def run(services: Services) -> None:
+        await Scheduler(services, intervals).run()
+
+    return run

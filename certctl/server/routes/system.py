@@ -1,0 +1,68 @@
+"""Probes, CRLs, metrics and the summary: the routes operators' tooling polls."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from quart import Blueprint, request
+from quart.wrappers import Response
+from werkzeug.http import unquote_etag
+
+from certctl.server import access
+from certctl.server.errors import error_response
+from certctl.server.metrics import HTTP_REGISTRY
+from certctl.server.routes.common import actor, reply
+from certctl.server.state import services
+from certctl.services import revocation, stats
+from certctl.services.metrics import REGISTRY
+from certctl.store.errors import StoreUnavailable
+
+blueprint = Blueprint("system", __name__)
+Reply = tuple[Response, int]
+
+
+@blueprint.get("/health")
+@access.public
+async def health() -> Reply:
+    return reply({"status": "healthy"})
+
+
+@blueprint.get("/ready")
+@access.public
+async def ready() -> Reply | Response:
+    try:
+        await services().store.ready()
+    except StoreUnavailable as exc:
+        return error_response(503, str(exc), code="not_ready")
+    return reply({"status": "ready", "database": "reachable"})
+
+
+@blueprint.get("/.well-known/pki/crl/<issuer_id>")
+@access.public
+async def crl(issuer_id: str) -> Response:
+    current = await revocation.crl(services(), issuer_id)
+    # ``if_none_match`` holds unquoted tags, and If-None-Match compares weakly.
+    if request.if_none_match.contains_weak(unquote_etag(current.etag)[0]):
+        response = Response(b"", status=304)
+    else:
+        response = Response(current.der, content_type="application/pkix-crl")
+    response.headers["ETag"] = current.etag
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@blueprint.get("/metrics")
+async def metrics() -> Response:
+    await stats.summary(services())
+    body = generate_latest(REGISTRY) + generate_latest(HTTP_REGISTRY)
+    return Response(body, content_type=CONTENT_TYPE_LATEST)
+
+
+@blueprint.get("/api/v1/stats/summary")
+async def summary() -> Reply:
+    return reply(await stats.summary(services()))
+
+
+@blueprint.get("/api/v1/auth/check")
+async def auth_check() -> Reply:
+    who = actor()
+    return reply({"status": "authenticated", "user": who.name, "admin": who.admin})

@@ -1,0 +1,265 @@
+"""Request bodies and query strings of the API, as pydantic models.
+
+They are strict on purpose: unknown fields are refused (a misspelt field must not be
+silently ignored), strings and lists have upper bounds (a megabyte of SANs is an error,
+not a slow request), and enum fields take exactly the PascalCase values used everywhere
+else. quart-schema turns them into ``/api/v1/openapi.json``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from certctl.core.model import (
+    ALERT_THRESHOLD_DAYS_RANGE,
+    MAX_RETRIES_RANGE,
+    RENEWAL_WINDOW_DAYS_RANGE,
+    RETRY_INTERVAL_SECONDS_RANGE,
+    CertificateStatus,
+    ExtendedKeyUsage,
+    IssuerType,
+    JobStatus,
+    JobType,
+    KeyAlgorithm,
+    RevocationReason,
+    TargetType,
+    VerificationStatus,
+)
+from certctl.store.base import MAX_PAGE_SIZE
+
+
+def _printable(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_printable)]
+Text = Annotated[str, Field(max_length=4096), AfterValidator(_printable)]
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+DNSName = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_printable)]
+PEM = Annotated[str, Field(min_length=1, max_length=65_536)]
+Limit = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)]
+Cursor = Annotated[str, Field(max_length=512)]
+
+
+def _listed(value: object) -> object:
+    """``?status=A`` or ``?status=A,B`` or ``?status=A&status=B``: always a list."""
+    return value.split(",") if isinstance(value, str) else value
+
+
+Listed = BeforeValidator(_listed)
+JSONObject = Annotated[dict[str, object], Field(max_length=100)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+# -- certificates ---------------------------------------------------------------------
+
+
+class CertificateCreate(Strict):
+    name: Name
+    common_name: DNSName
+    sans: list[DNSName] = Field(default_factory=list, max_length=100)
+    owner_id: Id
+    team_id: Id | None = None
+    issuer_id: Id = "iss-local"
+    renewal_policy_id: Id = "rp-default"
+    certificate_profile_id: Id | None = None
+    environment: Name | None = None
+    tags: dict[Name, Text] = Field(default_factory=dict, max_length=50)
+    target_ids: list[Id] = Field(default_factory=list, max_length=50)
+
+
+class CertificateUpdate(Strict):
+    name: Name | None = None
+    common_name: DNSName | None = None
+    sans: list[DNSName] | None = Field(default=None, max_length=100)
+    owner_id: Id | None = None
+    team_id: Id | None = None
+    issuer_id: Id | None = None
+    renewal_policy_id: Id | None = None
+    certificate_profile_id: Id | None = None
+    environment: Name | None = None
+    tags: dict[Name, Text] | None = Field(default=None, max_length=50)
+    target_ids: list[Id] | None = Field(default=None, max_length=50)
+
+
+class CertificateListQuery(Strict):
+    status: Annotated[list[CertificateStatus], Listed, Field(max_length=10)] | None = None
+    owner_id: Id | None = None
+    team_id: Id | None = None
+    environment: Name | None = None
+    issuer_id: Id | None = None
+    expiring_before: datetime | None = None
+    limit: Limit = 100
+    cursor: Cursor | None = None
+
+
+class Renew(Strict):
+    force: bool = False
+
+
+class Deploy(Strict):
+    target_id: Id | None = None
+
+
+class Revoke(Strict):
+    reason: RevocationReason = RevocationReason.UNSPECIFIED
+
+
+# -- configuration entities ------------------------------------------------------------
+
+
+class TeamIn(Strict):
+    id: Id | None = None
+    name: Name
+    description: Text = ""
+
+
+class OwnerIn(Strict):
+    id: Id | None = None
+    name: Name
+    email: Name
+    team_id: Id | None = None
+
+
+class PolicyIn(Strict):
+    id: Id | None = None
+    name: Name
+    renewal_window_days: Annotated[
+        int, Field(ge=RENEWAL_WINDOW_DAYS_RANGE[0], le=RENEWAL_WINDOW_DAYS_RANGE[1])
+    ] = 30
+    auto_renew: bool = True
+    max_retries: Annotated[int, Field(ge=MAX_RETRIES_RANGE[0], le=MAX_RETRIES_RANGE[1])] = 3
+    retry_interval_seconds: Annotated[
+        int, Field(ge=RETRY_INTERVAL_SECONDS_RANGE[0], le=RETRY_INTERVAL_SECONDS_RANGE[1])
+    ] = 3600
+    alert_thresholds_days: list[
+        Annotated[int, Field(ge=ALERT_THRESHOLD_DAYS_RANGE[0], le=ALERT_THRESHOLD_DAYS_RANGE[1])]
+    ] = Field(default_factory=lambda: [30, 14, 7, 0], max_length=20)
+    certificate_profile_id: Id | None = None
+
+
+class KeyRuleIn(Strict):
+    algorithm: KeyAlgorithm
+    min_size: Annotated[int, Field(ge=256, le=16384)]
+
+
+class ProfileIn(Strict):
+    id: Id | None = None
+    name: Name
+    description: Text = ""
+    allowed_key_algorithms: list[KeyRuleIn] = Field(
+        default_factory=lambda: [
+            KeyRuleIn(algorithm=KeyAlgorithm.ECDSA, min_size=256),
+            KeyRuleIn(algorithm=KeyAlgorithm.RSA, min_size=2048),
+        ],
+        min_length=1,
+        max_length=10,
+    )
+    max_ttl_seconds: Annotated[int, Field(ge=0, le=10 * 365 * 86400)] = 0
+    allowed_ekus: list[ExtendedKeyUsage] = Field(
+        default_factory=lambda: [ExtendedKeyUsage.SERVER_AUTH], max_length=5
+    )
+    required_san_patterns: list[Text] = Field(default_factory=list, max_length=20)
+    allow_short_lived: bool = False
+    must_staple: bool = False
+    requires_approval: bool = False
+    enabled: bool = True
+
+
+class IssuerIn(Strict):
+    id: Id | None = None
+    name: Name
+    type: IssuerType = IssuerType.LOCAL_CA
+    config: JSONObject = Field(default_factory=dict)
+    enabled: bool = True
+
+
+class TargetIn(Strict):
+    name: Name
+    type: TargetType
+    agent_id: Id
+    config: JSONObject = Field(default_factory=dict)
+    enabled: bool = True
+
+
+class TargetUpdate(Strict):
+    name: Name | None = None
+    config: JSONObject | None = None
+    enabled: bool | None = None
+
+
+class RetireQuery(Strict):
+    force: bool = False
+    reason: Text = ""
+
+
+# -- jobs and audit -------------------------------------------------------------------
+
+
+class JobListQuery(Strict):
+    status: Annotated[list[JobStatus], Listed, Field(max_length=10)] | None = None
+    type: Annotated[list[JobType], Listed, Field(max_length=5)] | None = None
+    certificate_id: Id | None = None
+    agent_id: Id | None = None
+    limit: Limit = 100
+    cursor: Cursor | None = None
+
+
+class AuditListQuery(Strict):
+    actor: Name | None = None
+    action: Name | None = None
+    resource_type: Name | None = None
+    resource_id: Text | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: Limit = 100
+    cursor: Cursor | None = None
+
+
+# -- agent protocol -------------------------------------------------------------------
+
+
+class AgentRegister(Strict):
+    name: Name
+    hostname: Name
+    os: Name | Literal[""] = ""
+    architecture: Name | Literal[""] = ""
+    ip_address: Name | Literal[""] = ""
+    version: Name | Literal[""] = ""
+
+
+class Heartbeat(Strict):
+    hostname: Name | Literal[""] = ""
+    os: Name | Literal[""] = ""
+    architecture: Name | Literal[""] = ""
+    ip_address: Name | Literal[""] = ""
+    version: Name | Literal[""] = ""
+
+
+class WorkQuery(Strict):
+    resume: bool = False
+
+
+class CSRSubmit(Strict):
+    job_id: Id
+    csr_pem: PEM
+
+
+class VerificationIn(Strict):
+    status: VerificationStatus
+    fingerprint: Annotated[str, Field(max_length=128)] | None = None
+    error: Text | None = None
+
+
+class StatusReport(Strict):
+    status: Literal["Completed", "Failed"]
+    error: Text | None = None
+    verification: VerificationIn | None = None

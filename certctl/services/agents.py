@@ -1,0 +1,359 @@
+"""Agents: registration, key auth, heartbeats, work, CSRs, status reports, retirement.
+
+Every call an agent makes is bound to its own identity: the key resolves to one agent, and
+each job, certificate or target it touches must be routed to that agent, else
+``Forbidden``. The earlier implementation let any key report any job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from certctl.core import agents as core_agents
+from certctl.core import jobs as core
+from certctl.core.model import (
+    ActorType,
+    Agent,
+    CertificateVersion,
+    Job,
+    JobStatus,
+    JobType,
+    JSONValue,
+    KeyAlgorithm,
+    ManagedCertificate,
+    Target,
+    VerificationStatus,
+)
+from certctl.services import audit, jobs
+from certctl.services.context import SYSTEM, Actor, Services
+from certctl.services.errors import Forbidden, Gone, InvalidInput, StateConflict
+from certctl.services.issuance import sign_csr
+from certctl.store.base import JobQuery
+from certctl.store.errors import Conflict, NotFound
+
+KEY_BYTES = 32
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def actor_of(agent: Agent) -> Actor:
+    return Actor(agent.name, ActorType.AGENT, agent_id=agent.id)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    """What an agent says about its host at registration and in heartbeats."""
+
+    hostname: str = ""
+    os: str = ""
+    architecture: str = ""
+    ip_address: str = ""
+    version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    job: Job
+    certificate: ManagedCertificate
+    key_algorithm: KeyAlgorithm
+    key_size: int
+    target: Target | None
+    # The target's configuration with its secrets: only the agent ever receives these.
+    target_config: Mapping[str, JSONValue] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    status: VerificationStatus
+    fingerprint: str | None = None
+    error: str | None = None
+
+
+def bootstrap_token_matches(presented: str, expected: str) -> bool:
+    """Constant-time, including for a length mismatch (both sides are hashed first)."""
+    return bool(expected) and hmac.compare_digest(
+        hashlib.sha256(presented.encode()).digest(), hashlib.sha256(expected.encode()).digest()
+    )
+
+
+async def register(services: Services, name: str, info: AgentInfo) -> tuple[Agent, str]:
+    """A new agent and its key; the key is returned once and only its hash is stored."""
+    if not name.strip() or not info.hostname.strip():
+        raise InvalidInput("name and hostname are required; send the agent's name and host.")
+    key = secrets.token_urlsafe(KEY_BYTES)
+    now = services.now()
+    agent = Agent(
+        id=services.new_id("agent"),
+        name=name,
+        hostname=info.hostname,
+        registered_at=now,
+        last_heartbeat_at=now,
+        os=info.os,
+        architecture=info.architecture,
+        ip_address=info.ip_address,
+        version=info.version,
+    )
+    stored = await services.store.create_agent(
+        agent,
+        key_hash(key),
+        audit=[
+            audit.event(
+                services,
+                actor_of(agent),
+                "agent_registered",
+                "agent",
+                agent.id,
+                details={"hostname": info.hostname, "version": info.version},
+            )
+        ],
+    )
+    return stored, key
+
+
+async def authenticate(services: Services, key: str, agent_id: str) -> Agent:
+    """The agent owning ``key``, which must be the agent named in the path.
+
+    ``NotFound`` for an unknown key (401 to the caller), ``Forbidden`` for another agent's
+    path, ``Gone`` once retired.
+    """
+    agent = await services.store.agent_by_key_hash(key_hash(key))
+    if agent.id != agent_id:
+        raise Forbidden(
+            f"this agent key belongs to agent {agent.id}, not {agent_id}; "
+            "call your own /agents/{id} paths."
+        )
+    if agent.retired_at is not None:
+        raise Gone(f"agent {agent.id} was retired; stop it and uninstall or re-register it.")
+    return agent
+
+
+async def heartbeat(services: Services, agent: Agent, info: AgentInfo) -> Agent:
+    try:
+        return await services.store.record_heartbeat(
+            agent.id,
+            services.now(),
+            hostname=info.hostname,
+            os=info.os,
+            architecture=info.architecture,
+            ip_address=info.ip_address,
+            version=info.version,
+        )
+    except Conflict:
+        raise Gone(f"agent {agent.id} was retired; stop it.") from None
+
+
+async def work(
+    services: Services, agent: Agent, *, resume: bool = False, limit: int = 50
+) -> list[WorkItem]:
+    """Claim the agent's Pending deployments and list the CSRs it owes.
+
+    ``resume`` (an agent's first poll after it started) also hands back the deployments
+    it had claimed before: an agent killed mid-deploy repairs its files on start and then
+    finishes those jobs, instead of leaving them Running while it heartbeats normally.
+    """
+    resumed: tuple[Job, ...] = ()
+    if resume:
+        page = await services.store.list_jobs(
+            JobQuery(
+                statuses=frozenset({JobStatus.RUNNING}),
+                types=frozenset({JobType.DEPLOYMENT}),
+                agent_id=agent.id,
+            ),
+            limit=limit,
+        )
+        resumed = page.items
+    claimed = await services.store.claim_jobs(agent_id=agent.id, now=services.now(), limit=limit)
+    awaiting = await services.store.awaiting_csr_jobs(agent.id)
+    items = []
+    for job in (*awaiting, *resumed, *claimed):
+        cert = await services.store.get_certificate(job.certificate_id)
+        algorithm, size = await _key_spec(services, cert)
+        target = config = None
+        if job.target_id is not None:
+            target = await services.store.get_target(job.target_id)
+            config = await _config_with_secret(services, target)
+        items.append(WorkItem(job, cert, algorithm, size, target, config))
+    return items
+
+
+async def submit_csr(
+    services: Services, agent: Agent, job_id: str, csr_pem: str
+) -> tuple[Job, CertificateVersion]:
+    job = await services.store.get_job(job_id)
+    if job.type is JobType.DEPLOYMENT:
+        raise InvalidInput(f"job {job_id} is a Deployment job and takes no CSR.", field="job_id")
+    await _certificate_of(services, agent, job.certificate_id)
+    return await sign_csr(services, actor_of(agent), job, csr_pem)
+
+
+async def certificate(
+    services: Services, agent: Agent, cert_id: str
+) -> tuple[ManagedCertificate, CertificateVersion]:
+    cert = await _certificate_of(services, agent, cert_id)
+    latest = await services.store.latest_version(cert_id)
+    if latest is None:
+        raise NotFound(f"certificate {cert_id} has no issued version yet.")
+    await services.store.append_audit(
+        [
+            audit.event(
+                services,
+                actor_of(agent),
+                "certificate_retrieved",
+                "certificate",
+                cert_id,
+                details={"version": latest.id},
+            )
+        ]
+    )
+    return cert, latest
+
+
+async def job_of(services: Services, agent: Agent, job_id: str) -> Job:
+    job = await services.store.get_job(job_id)
+    if job.agent_id == agent.id:
+        return job
+    if job.type is not JobType.DEPLOYMENT and job.status is JobStatus.AWAITING_CSR:
+        await _certificate_of(services, agent, job.certificate_id)
+        return job
+    raise Forbidden(f"job {job_id} belongs to another agent; report only your own jobs.")
+
+
+async def report(
+    services: Services,
+    agent: Agent,
+    job_id: str,
+    *,
+    completed: bool,
+    error: str | None,
+    verification: Verification | None,
+) -> Job:
+    job = await services.store.get_job(job_id)
+    if job.type is not JobType.DEPLOYMENT or job.agent_id != agent.id:
+        raise Forbidden(f"job {job_id} is not a deployment of agent {agent.id}; report your own.")
+    if job.status is not JobStatus.RUNNING:
+        raise StateConflict(f"job {job_id} is {job.status}, not Running; drop it and poll again.")
+    event: core.Event = (
+        core.Succeeded()
+        if completed
+        else core.Failure(error or "the agent reported a failure without a reason")
+    )
+    changes = {}
+    if verification is not None:
+        changes = {
+            "verification_status": verification.status,
+            "verification_fingerprint": verification.fingerprint,
+            "verification_error": verification.error,
+            "verified_at": services.now(),
+        }
+    try:
+        return await jobs.apply(services, job, event, actor_of(agent), **changes)
+    except Conflict:
+        raise StateConflict(f"job {job_id} changed while the report arrived; poll again.") from None
+
+
+async def targets(services: Services, agent: Agent) -> list[tuple[Target, Mapping[str, JSONValue]]]:
+    """The agent's usable targets, each with its configuration including secrets."""
+    return [
+        (t, await _config_with_secret(services, t))
+        for t in await services.store.list_targets(agent_id=agent.id)
+        if t.enabled and t.retired_at is None
+    ]
+
+
+async def _config_with_secret(services: Services, target: Target) -> Mapping[str, JSONValue]:
+    secret = await services.store.target_secret(target.id)
+    return {**target.config, **({"secret": secret} if secret else {})}
+
+
+async def retire(
+    services: Services, actor: Actor, agent_id: str, *, reason: str, cascade: bool
+) -> Agent:
+    if cascade and not reason.strip():
+        raise InvalidInput("reason is required with force=true; say why the agent is retired.")
+    dependencies = await services.store.agent_dependencies(agent_id)
+    if dependencies.total and not cascade:
+        raise StateConflict(
+            f"agent {agent_id} still has {dependencies.targets} targets, "
+            f"{dependencies.certificates} certificates and {dependencies.jobs} active jobs; "
+            "move them or pass force=true with a reason."
+        )
+    return await services.store.retire_agent(
+        agent_id,
+        services.now(),
+        reason or "retired by operator",
+        cascade=cascade,
+        audit=[
+            audit.event(
+                services,
+                actor,
+                "agent_retired",
+                "agent",
+                agent_id,
+                details={"reason": reason, "cascade": cascade},
+            )
+        ],
+    )
+
+
+# -- scheduler loops ------------------------------------------------------------------
+
+
+async def update_liveness(services: Services) -> int:
+    """Flip agents Online/Offline from their heartbeats; returns how many changed."""
+    changed = 0
+    for agent in await services.store.list_agents():
+        status = core_agents.status_update(
+            agent, services.now(), services.timeouts.agent_offline_after
+        )
+        if status is None:
+            continue
+        try:
+            await services.store.set_agent_status(
+                agent.id, status, seen_heartbeat_at=agent.last_heartbeat_at
+            )
+            changed += 1
+        except (Conflict, NotFound):
+            continue
+    return changed
+
+
+async def reap_lost(services: Services) -> int:
+    """Fail (and so retry) Running jobs of agents that went silent or were retired."""
+    now = services.now()
+    offline_after = services.timeouts.agent_offline_after
+    lost = await services.store.jobs_on_lost_agents(now, offline_after=offline_after, limit=100)
+    for item in lost:
+        event = core_agents.reap_event(item.job, item.agent, now, offline_after)
+        if event is not None:
+            try:
+                await jobs.apply(services, item.job, event, SYSTEM)
+            except (Conflict, core.IllegalTransition):
+                continue
+    return len(lost)
+
+
+async def _certificate_of(services: Services, agent: Agent, cert_id: str) -> ManagedCertificate:
+    """The certificate, if one of this agent's targets is mapped to it."""
+    cert = await services.store.get_certificate(cert_id)
+    mine = {t.id for t in await services.store.list_targets(agent_id=agent.id)}
+    if not mine.intersection(cert.target_ids):
+        raise Forbidden(
+            f"certificate {cert_id} is not mapped to a target of agent {agent.id}; "
+            "ask only for your own certificates."
+        )
+    return cert
+
+
+async def _key_spec(services: Services, cert: ManagedCertificate) -> tuple[KeyAlgorithm, int]:
+    if cert.certificate_profile_id is not None:
+        profile = await services.store.get_profile(cert.certificate_profile_id)
+        if profile.allowed_key_algorithms:
+            rule = profile.allowed_key_algorithms[0]
+            return rule.algorithm, rule.min_size
+    return KeyAlgorithm.ECDSA, 256

@@ -1,0 +1,329 @@
+"""Managed certificates: create (with its Issuance job), edit, archive, renew, deploy, export.
+
+A certificate's private key lives on the agent that generates its CSR, so every target of
+one certificate must belong to the same agent: a target on a second agent could never be
+given the key. The earlier implementation allowed it and left those deployments failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from certctl.core.model import (
+    CertificateProfile,
+    CertificateStatus,
+    CertificateVersion,
+    JobType,
+    ManagedCertificate,
+    Target,
+)
+from certctl.services import audit, jobs
+from certctl.services.context import Actor, Services
+from certctl.services.errors import InvalidInput, StateConflict
+from certctl.store.errors import NotFound
+
+_T = TypeVar("_T")
+
+KEY_JOBS = (JobType.ISSUANCE, JobType.RENEWAL)
+CLOSED = frozenset({CertificateStatus.ARCHIVED, CertificateStatus.REVOKED})
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateInput:
+    """The operator-editable fields; ``None`` on update means "leave as is"."""
+
+    name: str | None = None
+    common_name: str | None = None
+    sans: Sequence[str] | None = None
+    owner_id: str | None = None
+    team_id: str | None = None
+    issuer_id: str | None = None
+    renewal_policy_id: str | None = None
+    certificate_profile_id: str | None = None
+    environment: str | None = None
+    tags: Mapping[str, str] | None = None
+    target_ids: Sequence[str] | None = None
+
+
+REQUIRED = ("name", "common_name", "owner_id", "issuer_id", "renewal_policy_id")
+
+
+async def create(
+    services: Services, actor: Actor, data: CertificateInput
+) -> tuple[ManagedCertificate, tuple[str, ...]]:
+    """Insert the certificate and, when it has targets, its Issuance job; returns the
+    certificate and the ids of the jobs created."""
+    for name in REQUIRED:
+        if not getattr(data, name):
+            raise InvalidInput(f"{name} is required; give the certificate its {name}.", field=name)
+    now = services.now()
+    cert = _apply_input(
+        ManagedCertificate(
+            id=services.new_id("cert"),
+            name="",
+            common_name="",
+            owner_id="",
+            issuer_id="",
+            renewal_policy_id="",
+            created_at=now,
+            updated_at=now,
+        ),
+        data,
+    )
+    await _check_references(services, cert)
+    profile = await _profile(services, cert)
+    created_jobs = []
+    if cert.target_ids:
+        policy = await services.store.get_policy(cert.renewal_policy_id)
+        created_jobs.append(
+            jobs.key_job(
+                services,
+                cert,
+                policy,
+                JobType.ISSUANCE,
+                requires_approval=profile is not None and profile.requires_approval,
+            )
+        )
+    stored = await services.store.create_certificate(
+        cert,
+        jobs=created_jobs,
+        audit=[
+            audit.event(
+                services,
+                actor,
+                "certificate_created",
+                "certificate",
+                cert.id,
+                details={"common_name": cert.common_name, "jobs": [j.id for j in created_jobs]},
+            )
+        ],
+    )
+    return stored, tuple(j.id for j in created_jobs)
+
+
+async def update(
+    services: Services, actor: Actor, cert_id: str, data: CertificateInput
+) -> ManagedCertificate:
+    current = await services.store.get_certificate(cert_id)
+    if current.status is CertificateStatus.ARCHIVED:
+        raise StateConflict(f"certificate {cert_id} is archived; create a new one instead.")
+    cert = replace(_apply_input(current, data), updated_at=services.now())
+    await _check_references(services, cert)
+    stored = await services.store.update_certificate(
+        cert,
+        audit=[
+            audit.event(
+                services,
+                actor,
+                "certificate_updated",
+                "certificate",
+                cert_id,
+                details={"fields": sorted(k for k, v in vars_of(data).items() if v is not None)},
+            )
+        ],
+    )
+    if stored.target_ids and await services.store.latest_version(cert_id) is None:
+        await _ensure_key_job(services, actor, stored, JobType.ISSUANCE)
+    return stored
+
+
+async def archive(services: Services, actor: Actor, cert_id: str) -> ManagedCertificate:
+    stored = await services.store.archive_certificate(
+        cert_id,
+        services.now(),
+        audit=[audit.event(services, actor, "certificate_archived", "certificate", cert_id)],
+    )
+    for job in await jobs.active_jobs(services, cert_id, *JobType):
+        await jobs.cancel(services, actor, job.id)
+    return stored
+
+
+async def renew(services: Services, actor: Actor, cert_id: str, *, force: bool) -> str:
+    """Start a Renewal (or, before the first version, Issuance) job; returns its id.
+
+    Without ``force`` a renewal already under way is a conflict; with it, the running
+    key job is cancelled and a new one replaces it.
+    """
+    cert = await services.store.get_certificate(cert_id)
+    if cert.status in CLOSED:
+        raise StateConflict(f"certificate {cert_id} is {cert.status} and cannot be renewed.")
+    if not cert.target_ids:
+        raise StateConflict(
+            f"certificate {cert_id} has no targets, so no agent can generate its key; "
+            "map a target first."
+        )
+    existing = await jobs.active_jobs(services, cert_id, *KEY_JOBS)
+    if existing and not force:
+        raise StateConflict(
+            f"certificate {cert_id} already has {existing[0].type} job {existing[0].id} "
+            f"({existing[0].status}); wait for it or pass force=true."
+        )
+    for job in existing:
+        await jobs.cancel(services, actor, job.id)
+    has_version = await services.store.latest_version(cert_id) is not None
+    kind = JobType.RENEWAL if has_version else JobType.ISSUANCE
+    job_id = await _ensure_key_job(services, actor, cert, kind)
+    cert = await services.store.get_certificate(cert_id)
+    if has_version and cert.status not in (CertificateStatus.RENEWAL_IN_PROGRESS, *CLOSED):
+        await services.store.set_certificate_status(
+            cert_id,
+            CertificateStatus.RENEWAL_IN_PROGRESS,
+            expected=cert.status,
+            at=services.now(),
+            audit=[
+                audit.event(
+                    services,
+                    actor,
+                    "renewal_triggered",
+                    "certificate",
+                    cert_id,
+                    details={"job": job_id},
+                )
+            ],
+        )
+    return job_id
+
+
+async def deploy(
+    services: Services, actor: Actor, cert_id: str, *, target_id: str | None
+) -> tuple[str, ...]:
+    """Deployment jobs for the newest version: to every target, or to one of them."""
+    cert = await services.store.get_certificate(cert_id)
+    if cert.status in CLOSED:
+        raise StateConflict(f"certificate {cert_id} is {cert.status} and cannot be deployed.")
+    if target_id is not None and target_id not in cert.target_ids:
+        raise InvalidInput(
+            f"target_id {target_id} is not a target of certificate {cert_id}; map it first.",
+            field="target_id",
+        )
+    if await services.store.latest_version(cert_id) is None:
+        raise StateConflict(
+            f"certificate {cert_id} has no issued version yet; wait for its Issuance job."
+        )
+    created = await jobs.deployment_jobs(services, cert_id, target_id=target_id)
+    if not created:
+        raise StateConflict(f"certificate {cert_id} has no enabled target to deploy to.")
+    await services.store.create_jobs(
+        created,
+        audit=[
+            audit.event(
+                services,
+                actor,
+                "deployment_triggered",
+                "certificate",
+                cert_id,
+                details={"jobs": [j.id for j in created]},
+            )
+        ],
+    )
+    return tuple(j.id for j in created)
+
+
+async def newest_version(services: Services, cert_id: str) -> CertificateVersion:
+    latest = await services.store.latest_version(cert_id)
+    if latest is None:
+        raise NotFound(f"certificate {cert_id} has no issued version yet.")
+    return latest
+
+
+def split_chain(pem_chain: str) -> tuple[str, str]:
+    """``(leaf, chain)``: the first PEM block, and the rest as servers send it after it."""
+    marker = "-----END CERTIFICATE-----"
+    end = pem_chain.find(marker)
+    if end < 0:
+        return pem_chain, ""
+    end += len(marker)
+    return pem_chain[:end].strip() + "\n", pem_chain[end:].strip() + "\n"
+
+
+def vars_of(data: CertificateInput) -> dict[str, object]:
+    return {name: getattr(data, name) for name in CertificateInput.__dataclass_fields__}
+
+
+def _apply_input(cert: ManagedCertificate, data: CertificateInput) -> ManagedCertificate:
+    changes: dict[str, Any] = {k: v for k, v in vars_of(data).items() if v is not None}
+    for name in ("sans", "target_ids"):
+        if name in changes:
+            changes[name] = tuple(dict.fromkeys(changes[name]))
+    if "tags" in changes:
+        changes["tags"] = dict(changes["tags"])
+    return replace(cert, **changes)
+
+
+async def _ensure_key_job(
+    services: Services, actor: Actor, cert: ManagedCertificate, kind: JobType
+) -> str:
+    existing = await jobs.active_jobs(services, cert.id, *KEY_JOBS)
+    if existing:
+        return existing[0].id
+    policy = await services.store.get_policy(cert.renewal_policy_id)
+    profile = await _profile(services, cert)
+    job = jobs.key_job(
+        services,
+        cert,
+        policy,
+        kind,
+        requires_approval=profile is not None and profile.requires_approval,
+    )
+    await services.store.create_jobs(
+        [job],
+        audit=[
+            audit.event(
+                services,
+                actor,
+                "renewal_job_created" if kind is JobType.RENEWAL else "issuance_job_created",
+                "certificate",
+                cert.id,
+                details={"job": job.id},
+            )
+        ],
+    )
+    return job.id
+
+
+async def _profile(services: Services, cert: ManagedCertificate) -> CertificateProfile | None:
+    if cert.certificate_profile_id is None:
+        return None
+    return await services.store.get_profile(cert.certificate_profile_id)
+
+
+async def _check_references(services: Services, cert: ManagedCertificate) -> None:
+    """Turn a dangling reference into a 400 naming the field, before anything is written."""
+    store = services.store
+    lookups: list[tuple[str, str | None, Callable[[str], Awaitable[object]]]] = [
+        ("owner_id", cert.owner_id, store.get_owner),
+        ("issuer_id", cert.issuer_id, store.get_issuer),
+        ("renewal_policy_id", cert.renewal_policy_id, store.get_policy),
+        ("team_id", cert.team_id, store.get_team),
+        ("certificate_profile_id", cert.certificate_profile_id, store.get_profile),
+    ]
+    for field, value, get in lookups:
+        if value is not None:
+            await _exists(field, value, get)
+    targets: list[Target] = []
+    for target_id in cert.target_ids:
+        targets.append(await _exists("target_ids", target_id, store.get_target))
+    agents = sorted({t.agent_id for t in targets})
+    if len(agents) > 1:
+        raise InvalidInput(
+            f"target_ids belong to agents {', '.join(agents)}; a certificate's key lives on one "
+            "agent, so map only targets of one agent (create a second certificate for the other).",
+            field="target_ids",
+        )
+    for target in targets:
+        if target.retired_at is not None:
+            raise InvalidInput(
+                f"target_ids: target {target.id} is retired; map an active target.",
+                field="target_ids",
+            )
+
+
+async def _exists(field: str, value: str, get: Callable[[str], Awaitable[_T]]) -> _T:
+    try:
+        return await get(value)
+    except NotFound:
+        raise InvalidInput(
+            f"{field} {value!r} does not exist; create it first.", field=field
+        ) from None
