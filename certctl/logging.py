@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -36,7 +36,6 @@ def configure(level: LogLevel, fmt: LogFormat, stream: TextIO = sys.stderr) -> N
     ]
     structlog.configure(
         processors=[
-            _logger_field,
             *shared,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
@@ -64,16 +63,16 @@ def configure(level: LogLevel, fmt: LogFormat, stream: TextIO = sys.stderr) -> N
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
     """A logger whose lines carry ``logger=name``, matching the stdlib loggers' lines.
 
-    It stays a lazy proxy until its first line, so a module-level logger created at import
-    time still follows the ``configure`` call made later by the command that runs.
+    It binds on every call rather than once: a module-level logger is created at import
+    time, before the command that runs has called ``configure``, and binding then would
+    freeze the default configuration into it.
     """
-    return structlog.get_logger(logger_name=name)  # type: ignore[no-any-return]
+    return cast(structlog.typing.FilteringBoundLogger, _NamedLogger(name))
 
 
-def _logger_field(
-    _: object, __: str, event: structlog.typing.EventDict
-) -> structlog.typing.EventDict:
-    """``logger_name`` (``logger`` is a reserved argument of structlog) → ``logger``."""
-    if "logger_name" in event:
-        event["logger"] = event.pop("logger_name")
-    return event
+class _NamedLogger:
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(structlog.get_logger().bind(logger=self._name), attribute)

@@ -177,6 +177,8 @@ async def _before() -> Response | None:
     g.request_id = uuid.uuid4().hex
     g.started = time.perf_counter()
     g.actor = None
+    if request.method == "OPTIONS" and _allowed_origin() is not None:
+        return Response(b"", status=204)  # a CORS preflight; _after adds its headers
     kind = access.access_of(_view(request.endpoint))
     try:
         g.actor = await _authenticate(kind)
@@ -251,9 +253,29 @@ async def _agent(token: str) -> Agent:
     return agent
 
 
+def _allowed_origin() -> str | None:
+    """The request's Origin if ``CERTCTL_CORS_ORIGINS`` lists it exactly; CORS is off
+    otherwise, so browsers keep other sites' scripts away from the API."""
+    origin = request.headers.get("Origin")
+    return origin if origin and origin in state().settings.cors_origins else None
+
+
+def _cors(response: Response) -> None:
+    origin = _allowed_origin()
+    if origin is None:
+        return
+    response.headers["Access-Control-Allow-Origin"] = origin
+    response.headers["Vary"] = "Origin"
+    if request.method == "OPTIONS":
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, DELETE"
+        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+        response.headers["Access-Control-Max-Age"] = "600"
+
+
 async def _after(response: Response) -> Response:
     request_id = g.get("request_id", "")
     response.headers["X-Request-ID"] = request_id
+    _cors(response)
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     if request.path.startswith("/api/"):

@@ -327,13 +327,15 @@ async def reap_lost(services: Services) -> int:
     """Fail (and so retry) Running jobs of agents that went silent or were retired."""
     now = services.now()
     offline_after = services.timeouts.agent_offline_after
-    lost = await services.store.jobs_on_lost_agents(now, offline_after=offline_after, limit=100)
+    lost = await services.store.jobs_on_lost_agents(
+        now, offline_after=offline_after, limit=jobs.BATCH
+    )
     for item in lost:
         event = core_agents.reap_event(item.job, item.agent, now, offline_after)
         if event is not None:
             try:
                 await jobs.apply(services, item.job, event, SYSTEM)
-            except (Conflict, core.IllegalTransition):
+            except (Conflict, NotFound, core.IllegalTransition):
                 continue
     return len(lost)
 

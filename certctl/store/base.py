@@ -53,10 +53,18 @@ DEFAULT_PAGE_SIZE: Final = 100
 MAX_PAGE_SIZE: Final = 1000
 
 DUE_STATUSES: Final = frozenset(
-    {CertificateStatus.ACTIVE, CertificateStatus.EXPIRING, CertificateStatus.EXPIRED}
+    {
+        CertificateStatus.ACTIVE,
+        CertificateStatus.EXPIRING,
+        CertificateStatus.EXPIRED,
+        CertificateStatus.RENEWAL_IN_PROGRESS,
+        CertificateStatus.FAILED,
+    }
 )
-"""Statuses the renewal scan acts on: RenewalInProgress and Failed belong to their job,
-Pending has no version yet, Revoked and Archived are no longer managed."""
+"""Statuses the renewal scan looks at. RenewalInProgress and Failed keep their status
+(it belongs to the job, or to the operator), but a stuck or failed renewal is exactly when
+the expiry alerts matter, so the scan still sees them. Pending has no version yet; Revoked
+and Archived are no longer managed."""
 
 EDITABLE_CERTIFICATE_FIELDS: Final = (
     "name",
@@ -392,7 +400,7 @@ class Store(Protocol):
     async def due_renewals(
         self, now: datetime, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
     ) -> Page[DueRenewal]:
-        """Active, Expiring or Expired certificates whose renewal is due at ``now``, in
+        """Certificates in ``DUE_STATUSES`` whose renewal is due at ``now``, in
         ``(due_at, id)`` order. Certificates with ``auto_renew=False`` are included: the
         scan still has to move their status and alert."""
 

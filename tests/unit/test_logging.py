@@ -48,3 +48,20 @@ def test_console_renderer_is_not_json() -> None:
     assert "renewal due" in line
     assert "certificate=cert-1" in line
     assert not line.startswith("{")
+
+
+def test_a_logger_made_before_configure_follows_it() -> None:
+    """Modules make their logger at import, before the command configures logging."""
+    early = get_logger("certctl.early")
+    out = io.StringIO()
+    configure(LogLevel.WARNING, LogFormat.JSON, stream=out)
+    early.info("below the configured level")
+    early.warning("kept", reason="level is warning")
+    (line,) = out.getvalue().splitlines()
+    assert json.loads(line) == {
+        "event": "kept",
+        "reason": "level is warning",
+        "logger": "certctl.early",
+        "level": "warning",
+        "timestamp": json.loads(line)["timestamp"],
+    }

@@ -74,6 +74,23 @@ async def test_scan_renews_a_certificate_inside_its_window_once(tmp_path: Path) 
     assert await renewal.scan(env.services) == 0
 
 
+async def test_a_stuck_renewal_still_gets_expiry_alerts(tmp_path: Path) -> None:
+    """RenewalInProgress keeps its status and gets no second job, but the alert for the
+    tightest threshold goes out as expiry approaches (once)."""
+    env = await ServiceEnv.build(tmp_path, renewal_window_days=30)
+    _, cert_id, version = await issued(env)
+    env.clock.set(version.not_after - timedelta(days=29))
+    assert await renewal.scan(env.services) == 1
+    env.clock.set(version.not_after - timedelta(days=6))
+    assert await renewal.scan(env.services) == 0
+    assert await renewal.scan(env.services) == 0
+    cert = await env.store.get_certificate(cert_id)
+    assert cert.status is CertificateStatus.RENEWAL_IN_PROGRESS
+    assert len(await env.jobs(cert_id, JobType.RENEWAL)) == 1
+    alerts = await env.audit(renewal.ALERT_ACTION, cert_id)
+    assert [a.details["threshold_days"] for a in alerts].count(7) == 1
+
+
 async def test_scan_with_auto_renew_off_alerts_once_and_does_not_renew(tmp_path: Path) -> None:
     env = await ServiceEnv.build(tmp_path, renewal_window_days=30, auto_renew=False)
     _, cert_id, version = await issued(env)
