@@ -9,15 +9,12 @@ renamed over the target, and the directory fsynced so the rename survives a powe
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
-from certctl.deploy import OsFileSystem
+from certctl.deploy import write_atomic
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
-
-_FS = OsFileSystem()
 
 
 def private_dir(path: Path) -> Path:
@@ -29,13 +26,4 @@ def private_dir(path: Path) -> Path:
 
 def write_private(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` (mode 0600) atomically and durably."""
-    temp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(8)}")
-    try:
-        _FS.create(str(temp), data)
-        _FS.chmod(str(temp), PRIVATE_FILE_MODE)  # whatever the umask
-        _FS.fsync(str(temp))
-        _FS.rename(str(temp), str(path))
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _FS.fsync_dir(str(path.parent))
+    write_atomic(path, data, PRIVATE_FILE_MODE)

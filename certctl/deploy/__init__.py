@@ -15,7 +15,7 @@ from certctl.deploy.errors import (
     ValidateFailed,
     VerifyFailed,
 )
-from certctl.deploy.fs import FileSystem, OsFileSystem, Stat
+from certctl.deploy.fs import FileSystem, OsFileSystem, Stat, write_atomic
 from certctl.deploy.plan import File, FileDefaults, Plan, Result, Role, Verification
 from certctl.deploy.recover import Recovery
 from certctl.deploy.run import (
@@ -57,4 +57,5 @@ __all__ = [
     "Verifier",
     "VerifyFailed",
     "parse_command",
+    "write_atomic",
 ]

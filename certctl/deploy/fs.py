@@ -8,7 +8,9 @@ engine between any two of them and model what a power cut would keep.
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 
@@ -108,3 +110,25 @@ def _fsync_path(path: str, flags: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` atomically and durably, outside any deploy.
+
+    For the small files certctl keeps for itself (CA state, TLS bootstrap material, agent
+    keys): a temp file in the same directory, created 0600 with ``O_EXCL``/``O_NOFOLLOW``,
+    is written, given ``mode``, fsynced and renamed over ``path``, then the directory is
+    fsynced. A reader sees the old file or the new one, whole, and a key is never readable
+    by others, not even for a moment.
+    """
+    fs = OsFileSystem()
+    temp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(8)}")
+    try:
+        fs.create(str(temp), data)
+        fs.chmod(str(temp), mode)
+        fs.fsync(str(temp))
+        fs.rename(str(temp), str(path))
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    fs.fsync_dir(str(path.parent))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import secrets
 import ssl
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 
 from certctl.config import ConfigError
 from certctl.core.model import ExtendedKeyUsage
+from certctl.deploy import write_atomic
 from certctl.logging import get_logger
 from certctl.pki.ca import CertificateAuthority, self_signed_root
 from certctl.pki.errors import PKIError
@@ -421,9 +421,9 @@ def init_tls(directory: Path, *, hosts: Sequence[str], force: bool, now: datetim
     )
     leaf = authority.issue(server_key.public_key(), grant, now)
     directory.mkdir(parents=True, exist_ok=True)
-    _write_atomic(key_path, private_key_pem(server_key), 0o600)
-    _write_atomic(cert_path, certificates_pem((leaf, authority.certificate)), 0o644)
-    _write_atomic(ca_path, certificates_pem((authority.certificate,)), 0o644)
+    write_atomic(key_path, private_key_pem(server_key), 0o600)
+    write_atomic(cert_path, certificates_pem((leaf, authority.certificate)), 0o644)
+    write_atomic(ca_path, certificates_pem((authority.certificate,)), 0o644)
     return TLSBootstrap(ca_path, cert_path, key_path, leaf.not_valid_after_utc)
 
 
@@ -444,25 +444,3 @@ def _given_names(hosts: Sequence[str]) -> SubjectAltNames:
             )
         given = given.union(names)
     return given
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write, fsync, chmod and rename: a reader sees the old file or the new one, whole,
-    and the key is never readable by others, not even for a moment."""
-    temp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(8)}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fchmod(file.fileno(), mode)
-            os.fsync(file.fileno())
-        temp.replace(path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

@@ -125,7 +125,7 @@ async def update(
         ],
     )
     if stored.target_ids and await services.store.latest_version(cert_id) is None:
-        await _ensure_key_job(services, actor, stored, JobType.ISSUANCE)
+        await jobs.start_key_job(services, actor, stored, JobType.ISSUANCE)
     return stored
 
 
@@ -160,11 +160,16 @@ async def renew(services: Services, actor: Actor, cert_id: str, *, force: bool) 
             f"certificate {cert_id} already has {existing[0].type} job {existing[0].id} "
             f"({existing[0].status}); wait for it or pass force=true."
         )
-    for job in existing:
-        await jobs.cancel(services, actor, job.id)
+    for old in existing:
+        await jobs.cancel(services, actor, old.id)
     has_version = await services.store.latest_version(cert_id) is not None
     kind = JobType.RENEWAL if has_version else JobType.ISSUANCE
-    job_id = await _ensure_key_job(services, actor, cert, kind)
+    started = await jobs.start_key_job(services, actor, cert, kind)
+    if started is None:
+        raise StateConflict(
+            f"certificate {cert_id} got another key job meanwhile; list its jobs and retry."
+        )
+    job_id = started.id
     cert = await services.store.get_certificate(cert_id)
     if has_version and cert.status not in (CertificateStatus.RENEWAL_IN_PROGRESS, *CLOSED):
         await services.store.set_certificate_status(
@@ -250,37 +255,6 @@ def _apply_input(cert: ManagedCertificate, data: CertificateInput) -> ManagedCer
     if "tags" in changes:
         changes["tags"] = dict(changes["tags"])
     return replace(cert, **changes)
-
-
-async def _ensure_key_job(
-    services: Services, actor: Actor, cert: ManagedCertificate, kind: JobType
-) -> str:
-    existing = await jobs.active_jobs(services, cert.id, *KEY_JOBS)
-    if existing:
-        return existing[0].id
-    policy = await services.store.get_policy(cert.renewal_policy_id)
-    profile = await _profile(services, cert)
-    job = jobs.key_job(
-        services,
-        cert,
-        policy,
-        kind,
-        requires_approval=profile is not None and profile.requires_approval,
-    )
-    await services.store.create_jobs(
-        [job],
-        audit=[
-            audit.event(
-                services,
-                actor,
-                "renewal_job_created" if kind is JobType.RENEWAL else "issuance_job_created",
-                "certificate",
-                cert.id,
-                details={"job": job.id},
-            )
-        ],
-    )
-    return job.id
 
 
 async def _profile(services: Services, cert: ManagedCertificate) -> CertificateProfile | None:

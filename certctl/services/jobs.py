@@ -21,6 +21,7 @@ from certctl.core.model import (
     Job,
     JobStatus,
     JobType,
+    JSONValue,
     ManagedCertificate,
     RenewalPolicy,
 )
@@ -131,6 +132,40 @@ def key_job(
         now=services.now(),
         status=JobStatus.AWAITING_APPROVAL if requires_approval else JobStatus.AWAITING_CSR,
     )
+
+
+async def start_key_job(
+    services: Services,
+    actor: Actor,
+    cert: ManagedCertificate,
+    kind: JobType,
+    **details: JSONValue,
+) -> Job | None:
+    """Create an Issuance or Renewal job for ``cert`` with its audit event, unless a key
+    job is already active (then ``None``: one CSR at a time per certificate)."""
+    if await active_jobs(services, cert.id, JobType.ISSUANCE, JobType.RENEWAL):
+        return None
+    policy = await services.store.get_policy(cert.renewal_policy_id)
+    profile = None
+    if cert.certificate_profile_id is not None:
+        profile = await services.store.get_profile(cert.certificate_profile_id)
+    job = key_job(
+        services,
+        cert,
+        policy,
+        kind,
+        requires_approval=profile is not None and profile.requires_approval,
+    )
+    action = "renewal_job_created" if kind is JobType.RENEWAL else "issuance_job_created"
+    await services.store.create_jobs(
+        [job],
+        audit=[
+            audit.event(
+                services, actor, action, "certificate", cert.id, details={"job": job.id, **details}
+            )
+        ],
+    )
+    return job
 
 
 async def active_jobs(services: Services, cert_id: str, *types: JobType) -> tuple[Job, ...]:

@@ -70,31 +70,11 @@ async def _one(services: Services, due: DueRenewal, policy: RenewalPolicy) -> in
                 str(alert.threshold_days), alert.channel.value, alert.severity.value
             ).inc()
     if decision.renew and cert.target_ids:
-        if await jobs.active_jobs(services, cert.id, JobType.ISSUANCE, JobType.RENEWAL):
+        job = await jobs.start_key_job(
+            services, SYSTEM, cert, JobType.RENEWAL, due_at=due.due_at.isoformat()
+        )
+        if job is None:
             return 0
-        profile = None
-        if cert.certificate_profile_id is not None:
-            profile = await services.store.get_profile(cert.certificate_profile_id)
-        job = jobs.key_job(
-            services,
-            cert,
-            policy,
-            JobType.RENEWAL,
-            requires_approval=profile is not None and profile.requires_approval,
-        )
-        await services.store.create_jobs(
-            [job],
-            audit=[
-                audit.event(
-                    services,
-                    SYSTEM,
-                    "renewal_job_created",
-                    "certificate",
-                    cert.id,
-                    details={"job": job.id, "due_at": due.due_at.isoformat()},
-                )
-            ],
-        )
         try:
             await services.store.set_certificate_status(
                 cert.id,

@@ -19,6 +19,7 @@ from certctl.agent.state import (
     open_state_dir,
     save_identity,
 )
+from certctl.deploy import OsFileSystem
 from certctl.pki.keys import ECDSA_P256, ED25519, SigningKey, generate_key, private_key_pem
 
 URL = "https://cp.example.test:8443"
@@ -96,7 +97,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(
     def crash(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device", src)
 
-    monkeypatch.setattr(files._FS, "rename", crash)
+    monkeypatch.setattr(OsFileSystem, "rename", lambda _self, src, dst: crash(src, dst))
     with pytest.raises(OSError, match="No space left"):
         files.write_private(target, b"new")
     assert target.read_bytes() == b"old"

@@ -22,7 +22,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -35,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 
 from certctl.connectors.issuers import IssuedCertificate
 from certctl.core.model import CertificateProfile, RevocationReason
+from certctl.deploy import write_atomic
 from certctl.pki.ca import CertificateAuthority, format_serial, parse_serial, self_signed_root
 from certctl.pki.crl import Revocation, build_crl
 from certctl.pki.csr import load_csr
@@ -219,7 +219,7 @@ class LocalCA:
                 for revocation in state.revocations
             ],
         }
-        _write_atomic(self._state_path, json.dumps(document, indent=1).encode())
+        write_atomic(self._state_path, json.dumps(document, indent=1).encode())
 
 
 def _root(config: LocalCAConfig, now: datetime) -> CertificateAuthority:
@@ -242,8 +242,8 @@ def _root(config: LocalCAConfig, now: datetime) -> CertificateAuthority:
         cert = self_signed_root(key, config.common_name, now, config.root_lifetime)
         # The certificate is written last: its presence marks a complete pair, so a crash
         # in between leaves no root and the next start makes a new one.
-        _write_atomic(key_path, seal(private_key_pem(key), passphrase, _root_aad(cert)))
-        _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        write_atomic(key_path, seal(private_key_pem(key), passphrase, _root_aad(cert)))
+        write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return CertificateAuthority.load(
         cert, key, (), now, source=f"root certificate {cert_path}", crl_url=config.crl_url
     )
@@ -288,23 +288,3 @@ def _locked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write, fsync and rename, then fsync the directory: readers see old or new, whole."""
-    temp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(8)}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        temp.replace(path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
