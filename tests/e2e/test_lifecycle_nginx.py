@@ -410,3 +410,32 @@ def test_http_server_url_exits_before_any_connection(world: World, tmp_path: Pat
     assert len(lines) == 1, result.stderr
     assert "CERTCTL_SERVER_URL" in lines[0]
     assert "https://" in lines[0]
+
+
+def test_dry_run_validates_the_targets_and_claims_nothing(world: World) -> None:
+    before = world.deployments()
+    result = subprocess.run(
+        [sys.executable, "-m", "certctl", "agent", "--dry-run", "--env-file", str(world.agent_env)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "nginx" in result.stdout
+    assert world.deployments() == before
+
+
+def test_sigterm_stops_the_agent_cleanly(world: World) -> None:
+    assert world.stop_agent(signal.SIGTERM) == 0
+    world.start_agent()
+
+
+def test_a_retired_agent_exits_0(world: World) -> None:
+    retired = world.api.delete(
+        f"/api/v1/agents/{world.ids['agent']}", params={"force": "true", "reason": "e2e over"}
+    )
+    assert retired.status_code == 200, retired.text
+    assert world.agent is not None
+    assert world.agent.wait(30) == 0, world.agent_log.read_text()[-2000:]
+    world.agent = None
