@@ -165,12 +165,20 @@ def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float
     return time.monotonic() - started
 
 
-def test_two_servers_on_one_database_elect_one_scheduler(database: str, tmp_path: Path) -> None:
+@pytest.fixture
+def own_database(pg_cluster: Cluster) -> Iterator[str]:
+    """A database no other server of this module uses: the module's server would lead it."""
+    name = pg_cluster.create_database()
+    yield pg_cluster.dsn(name)
+    pg_cluster.drop_database(name)
+
+
+def test_two_servers_on_one_database_elect_one_scheduler(own_database: str, tmp_path: Path) -> None:
     """The scheduler loops run in exactly one process; the other takes over within one
     election interval (5 s) when the leader stops."""
     with (
-        control_plane(tmp_path / "a", database_url=database, name="a") as first,
-        control_plane(tmp_path / "b", database_url=database, name="b") as second,
+        control_plane(tmp_path / "a", database_url=own_database, name="a") as first,
+        control_plane(tmp_path / "b", database_url=own_database, name="b") as second,
     ):
         servers = (first, second)
         _wait_for(lambda: any(map(_leads, servers)), 15, "no server became leader")
