@@ -8,6 +8,7 @@ deployment fails in milliseconds with one line instead of after migrations.
 from __future__ import annotations
 
 import functools
+import gc
 import signal
 import socket
 import sys
@@ -102,6 +103,10 @@ async def _serve(settings: Settings, sockets: list[socket.socket]) -> None:
         async with open_store(settings) as store, trio.open_nursery() as nursery:
             app = create_app(settings, store, clock=clock, background=(_scheduler(settings),))
             await nursery.start(watch_sighup, tls, clock)
+            # Everything allocated so far (modules, app, pool) lives as long as the
+            # process: moved out of the collector's reach, full collections stay short.
+            gc.collect()
+            gc.freeze()
             await serve(app, settings, tls, shutdown_trigger=stop_requested, sockets=sockets)
             nursery.cancel_scope.cancel()
 

@@ -421,12 +421,14 @@ class PostgresStore:
         encryption_key: str,
         dsn: str,
         connect_timeout: float = 10.0,
+        command_timeout: float = 60.0,
     ) -> None:
         self._pool = pool
         self._loop = loop
         self._encryption_key = encryption_key
         self._dsn = dsn
         self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
 
     @classmethod
     async def connect(
@@ -456,7 +458,12 @@ class PostgresStore:
                 init=_init_connection,
                 reset=_keep_session,
                 timeout=connect_timeout,
-                command_timeout=command_timeout,
+                # Both would arm an asyncio timer per query or release; trio-asyncio keeps
+                # cancelled timers (and the request context they hold) until they would
+                # have fired, which grew the heap and the GC pauses with the request rate.
+                # The operation deadline lives in _bridge instead, as a trio deadline.
+                command_timeout=None,
+                max_inactive_connection_lifetime=0,
             )
         except Exception as exc:
             # At connect time a refused login or a missing database is as fatal for the
@@ -465,7 +472,12 @@ class PostgresStore:
                 raise StoreUnavailable(_down(exc)) from None
             raise
         return cls(
-            pool, loop, encryption_key=encryption_key, dsn=dsn, connect_timeout=connect_timeout
+            pool,
+            loop,
+            encryption_key=encryption_key,
+            dsn=dsn,
+            connect_timeout=connect_timeout,
+            command_timeout=command_timeout,
         )
 
     @property
@@ -497,10 +509,16 @@ class PostgresStore:
         return await self._bridge(run)
 
     async def _bridge(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Await the asyncio coroutine function ``call`` from trio; only store errors (and
-        ``ValueError``) come out."""
+        """Await the asyncio coroutine function ``call`` from trio within the command
+        timeout; only store errors (and ``ValueError``) come out."""
         try:
-            result: T = await trio_asyncio.aio_as_trio(call, loop=self._loop)()
+            with trio.fail_after(self._command_timeout):
+                result: T = await trio_asyncio.aio_as_trio(call, loop=self._loop)()
+        except trio.TooSlowError:
+            raise StoreUnavailable(
+                f"the database did not finish an operation within {self._command_timeout:g} s; "
+                "check its load and the network, then retry."
+            ) from None
         except (StoreError, ValueError):
             raise
         except Exception as exc:
@@ -875,7 +893,9 @@ class PostgresStore:
                 raise await self._live_agent_error(conn, agent_id)
             return AGENTS.decode(row)
 
-        return await self._run(op)
+        # One statement: its own implicit transaction; BEGIN/COMMIT would double the
+        # round trips of the call every agent makes every minute.
+        return await self._run(op, write=False)
 
     async def set_agent_status(
         self, agent_id: str, status: AgentStatus, *, seen_heartbeat_at: datetime | None
