@@ -6,6 +6,7 @@ real listener, and SIGHUP swapping the certificate of the running process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography import x509
 
@@ -118,6 +120,26 @@ def test_oversized_body_gets_413_with_json(server: ControlPlane) -> None:
         )
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
+
+
+def test_an_oversized_http2_upload_ends_that_stream_not_the_server(server: ControlPlane) -> None:
+    """The client keeps sending DATA after the 413: hypercorn's HTTP/2 code raised on it
+    and took the whole server down, until connections were isolated."""
+    headers = {"Authorization": f"Bearer {server.api_key}", "Content-Type": "application/json"}
+    with httpx.Client(
+        base_url=server.url, verify=server.ssl_context(), http2=True, timeout=30
+    ) as client:
+        for _ in range(3):
+            with contextlib.suppress(httpx.TransportError):
+                response = client.post(
+                    "/api/v1/certificates", content=b"a" * 2_000_000, headers=headers
+                )
+                assert response.status_code == 413
+                assert response.http_version == "HTTP/2"
+    time.sleep(0.5)
+    assert server.process.poll() is None, server.log()
+    with server.client(key="") as client:
+        assert client.get("/health").status_code == 200
 
 
 def _served_fingerprint(server: ControlPlane) -> str:
