@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest_store import Cluster
 from cryptography.hazmat.primitives import serialization
 
 from certctl.pki.chain import verify_chain
@@ -31,7 +32,6 @@ from certctl.pki.pem import fingerprint_sha256, load_certificates, load_private_
 from certctl.testing.material import Issuer
 from certctl.testing.server import ControlPlane, control_plane, write_env
 from certctl.testing.sidecars import Sidecar, SidecarUnavailable, launch
-from tests.conftest_store import Cluster
 
 pytestmark = pytest.mark.sidecar
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest_store import Cluster
 from cryptography import x509
 
 from certctl.pki.pem import fingerprint_sha256, load_certificates
 from certctl.testing.server import ControlPlane, control_plane
-from tests.conftest_store import Cluster
 
 OPENSSL = shutil.which("openssl")
 needs_openssl = pytest.mark.skipif(
