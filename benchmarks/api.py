@@ -46,6 +46,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from certctl.pki.csr import build_csr
+from certctl.pki.keys import generate_key
+from certctl.pki.names import SubjectAltNames
+
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtest" / "agent_api.py"
 WORKERS = (1, 2)
 FIXED_RATE = 100.0
@@ -409,19 +413,9 @@ class _Client:
 
 
 def _csr(common_name: str) -> str:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return csr.public_bytes(serialization.Encoding.PEM).decode()
+    """A CSR for ``common_name`` from a fresh ECDSA P-256 key, as an agent makes it."""
+    names = SubjectAltNames(dns=(common_name,))
+    return build_csr(generate_key(), common_name=common_name, sans=names).decode()
 
 
 def _per_call_cpu(

@@ -54,13 +54,13 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from locust import FastHttpUser, events, task
 from locust.contrib.fasthttp import FastHttpSession
 from locust.event import EventHook
+
+from certctl.pki.csr import build_csr
+from certctl.pki.keys import generate_key
+from certctl.pki.names import SubjectAltNames
 
 CA_FILE = os.environ.get("CERTCTL_SERVER_CA_BUNDLE_PATH", "")
 BOOTSTRAP_TOKEN = os.environ.get("CERTCTL_AGENT_BOOTSTRAP_TOKEN", "")
@@ -302,11 +302,6 @@ def _expect(status: int, wanted: int, what: str) -> None:
 
 
 def _csr(common_name: str) -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return csr.public_bytes(serialization.Encoding.PEM).decode()
+    """A CSR for ``common_name`` from a fresh ECDSA P-256 key, as an agent makes it."""
+    names = SubjectAltNames(dns=(common_name,))
+    return build_csr(generate_key(), common_name=common_name, sans=names).decode()

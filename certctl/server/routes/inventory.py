@@ -161,6 +161,20 @@ def _op(store: Store, verb: str, resource: Resource) -> Callable[..., Awaitable[
 def _register(resource: Resource) -> None:
     base = f"/{resource.path}"
 
+    async def save(svc: Services, entity: Any, entity_id: str, verb: str, action: str) -> Any:
+        """Check the entity as its kind requires, then write it with its audit event."""
+        if resource.check is not None:
+            await resource.check(svc, entity)
+        return await inventory.write(
+            svc,
+            actor(),
+            _op(svc.store, verb, resource),
+            entity,
+            kind=resource.kind,
+            entity_id=entity_id,
+            action=action,
+        )
+
     async def list_all() -> Reply:
         return reply({"items": await _op(services().store, "list", resource)()})
 
@@ -168,18 +182,7 @@ def _register(resource: Resource) -> None:
         svc = services()
         entity_id = getattr(data, "id", None) or svc.new_id(resource.prefix)
         entity = resource.build(data, entity_id, svc.now(), None)
-        if resource.check is not None:
-            await resource.check(svc, entity)
-        created = await inventory.write(
-            svc,
-            actor(),
-            _op(svc.store, "create", resource),
-            entity,
-            kind=resource.kind,
-            entity_id=entity_id,
-            action="created",
-        )
-        return reply(created, 201)
+        return reply(await save(svc, entity, entity_id, "create", "created"), 201)
 
     async def get(entity_id: str) -> Reply:
         return reply(await _op(services().store, "get", resource)(entity_id))
@@ -191,18 +194,7 @@ def _register(resource: Resource) -> None:
             raise InvalidInput(f"id {body_id!r} in the body differs from the path; drop it.")
         old = await _op(svc.store, "get", resource)(entity_id)
         entity = resource.build(data, entity_id, svc.now(), old)
-        if resource.check is not None:
-            await resource.check(svc, entity)
-        updated = await inventory.write(
-            svc,
-            actor(),
-            _op(svc.store, "update", resource),
-            entity,
-            kind=resource.kind,
-            entity_id=entity_id,
-            action="updated",
-        )
-        return reply(updated)
+        return reply(await save(svc, entity, entity_id, "update", "updated"))
 
     async def delete(entity_id: str) -> Reply:
         svc = services()
