@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from certctl.core import jobs as core
@@ -34,6 +34,11 @@ from certctl.store.errors import Conflict, NotFound
 
 BATCH = 100
 """Jobs one scheduler tick handles per loop; the next tick takes the rest."""
+
+SIGNING_STALL = timedelta(minutes=10)
+"""A key job is Running on the control plane only while a CSR is checked and signed, which
+takes milliseconds; one Running this long was left by a control plane that stopped
+mid-issuance, and nothing else would ever move it (nor let its certificate renew)."""
 
 
 async def apply(
@@ -230,7 +235,27 @@ async def reap_timeouts(services: Services) -> int:
         )
         if event is not None:
             await _quietly(apply(services, job, event, SYSTEM))
-    return len(stale)
+    return len(stale) + await _reap_stalled_signing(services)
+
+
+async def _reap_stalled_signing(services: Services) -> int:
+    """Fail (so retry) key jobs whose signing was interrupted; see ``SIGNING_STALL``."""
+    now = services.now()
+    running = await services.store.list_jobs(
+        JobQuery(
+            statuses=frozenset({JobStatus.RUNNING}),
+            types=frozenset({JobType.ISSUANCE, JobType.RENEWAL}),
+        ),
+        limit=BATCH,
+    )
+    stalled = [job for job in running.items if now - job.status_changed_at > SIGNING_STALL]
+    for job in stalled:
+        reason = (
+            f"signing was interrupted (Running for more than {SIGNING_STALL}, the control "
+            "plane probably stopped); the agent will be asked for a new CSR"
+        )
+        await _quietly(apply(services, job, core.Failure(reason), SYSTEM))
+    return len(stalled)
 
 
 async def _quietly(step: Awaitable[object]) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from test_services_support import OPERATOR, RegisteredAgent, ServiceEnv, csr
 
+from certctl.core import jobs as core
 from certctl.core.jobs import RETRY_JITTER
 from certctl.core.model import (
     CertificateProfile,
@@ -198,6 +199,28 @@ async def test_reap_timeouts_fails_a_job_waiting_too_long_for_its_csr(env: Servi
     assert job.status is JobStatus.FAILED
     assert job.last_error is not None
     assert "AwaitingCSR" in job.last_error
+    assert job.next_retry_at is not None
+
+
+async def test_reap_timeouts_fails_a_key_job_whose_signing_was_interrupted(
+    env: ServiceEnv,
+) -> None:
+    """A control plane killed between CSRSubmitted and the version leaves a Running key job
+    that nothing else would move; the timeout loop fails it so the retry asks again."""
+    await env.agent("web-01", "target-1")
+    _, (job_id,) = await env.certificate("target-1")
+    waiting = await env.store.get_job(job_id)
+    await jobs.apply(env.services, waiting, core.CSRSubmitted(), OPERATOR)
+
+    env.clock.advance(jobs.SIGNING_STALL)
+    assert await jobs.reap_timeouts(env.services) == 0
+    env.clock.advance(timedelta(seconds=1))
+    assert await jobs.reap_timeouts(env.services) == 1
+
+    job = await env.store.get_job(job_id)
+    assert job.status is JobStatus.FAILED
+    assert job.last_error is not None
+    assert "interrupted" in job.last_error
     assert job.next_retry_at is not None
 
 
