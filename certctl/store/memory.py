@@ -76,6 +76,7 @@ from certctl.store.rows import (
     AGENTS,
     AUDIT,
     CERTIFICATES,
+    CLOSED_STATUSES,
     ISSUERS,
     JOBS,
     MAPPINGS,
@@ -92,6 +93,7 @@ from certctl.store.rows import (
     agent_retired,
     already_archived,
     already_revoked,
+    certificate_closed,
     duplicate,
     heartbeat_moved,
     job_moved,
@@ -717,6 +719,8 @@ class MemoryStore:
         with self._transaction():
             self._insert(VERSIONS, row)
             cert = self._row(CERTIFICATES, version.certificate_id)
+            if cert["status"] in CLOSED_STATUSES:
+                raise Conflict(certificate_closed(version.certificate_id, cert["status"]))
             latest = self._latest(version.certificate_id)
             assert latest is not None, "the version was just inserted"
             policy = self._get(POLICIES, cert["renewal_policy_id"])

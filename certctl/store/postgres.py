@@ -98,6 +98,7 @@ from certctl.store.rows import (
     AGENTS,
     AUDIT,
     CERTIFICATES,
+    CLOSED_STATUSES,
     ISSUERS,
     JOBS,
     OWNERS,
@@ -114,6 +115,7 @@ from certctl.store.rows import (
     agent_retired,
     already_archived,
     already_revoked,
+    certificate_closed,
     duplicate,
     heartbeat_moved,
     job_moved,
@@ -1068,6 +1070,8 @@ class PostgresStore:
             # certificate settle on the newest; NO KEY UPDATE does not conflict with the
             # KEY SHARE lock the version's foreign key already took.
             cert = await _require(conn, CERTIFICATES, cert_id, lock=True)
+            if cert["status"] in CLOSED_STATUSES:
+                raise Conflict(certificate_closed(cert_id, cert["status"]))
             latest = await conn.fetchrow(_LATEST_VALIDITY, cert_id)
             policy = await _fetch_one(conn, POLICIES, cert["renewal_policy_id"])
             changes = {

@@ -555,6 +555,16 @@ def already_revoked(cert_id: str) -> str:
     return f"certificate {cert_id!r} is already revoked; nothing to do."
 
 
+CLOSED_STATUSES: Final = ("Revoked", "Archived")
+
+
+def certificate_closed(cert_id: str, status: str) -> str:
+    return (
+        f"certificate {cert_id!r} is {status}; it takes no new version (a signing that "
+        "raced its revocation or archiving is discarded)."
+    )
+
+
 def job_moved(job_id: str, current: str) -> str:
     return (
         f"job {job_id!r} changed since it was read (it is now {current}); reload it and "

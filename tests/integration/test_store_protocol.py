@@ -270,6 +270,26 @@ async def test_versions_set_expiry_from_the_newest(store: Store) -> None:
         await store.add_version(version("cert-1", "v4", lifetime=-DAY))
 
 
+async def test_a_revoked_or_archived_certificate_takes_no_new_version(store: Store) -> None:
+    """A signing that raced the revocation (or archiving) must not make it Active again."""
+    await seed(store)
+    for cert_id in ("cert-1", "cert-2"):
+        await store.create_certificate(certificate(cert_id))
+        await store.add_version(version(cert_id, f"{cert_id}-v1"))
+    await store.revoke_certificate(
+        Revocation(
+            "rev-1", "cert-1", "serial-cert-1-v1", RevocationReason.KEY_COMPROMISE, "alice", T0,
+            "issuer-1",
+        )
+    )  # fmt: skip
+    await store.archive_certificate("cert-2", T0)
+    for cert_id, status in (("cert-1", "Revoked"), ("cert-2", "Archived")):
+        with pytest.raises(Conflict, match=f"is {status}; it takes no new version"):
+            await store.add_version(version(cert_id, f"{cert_id}-v2", not_before=T0 + DAY))
+        assert [v.id for v in await store.list_versions(cert_id)] == [f"{cert_id}-v1"]
+        assert (await store.get_certificate(cert_id)).status == status
+
+
 async def test_due_renewals_follow_the_policy(store: Store) -> None:
     await seed(store)
     for i in range(5):
