@@ -36,7 +36,7 @@ from certctl.server.state import EXTENSION, ServerState, state
 from certctl.services import agents as agent_service
 from certctl.services import inventory as inventory_service
 from certctl.services.context import Actor, Services, Timeouts
-from certctl.services.errors import ServiceError
+from certctl.services.errors import Forbidden, ServiceError
 from certctl.services.issuers import IssuerDefaults, IssuerPool
 from certctl.store.base import Store
 from certctl.store.errors import NotFound
@@ -225,13 +225,8 @@ async def _authenticate(kind: Access) -> Actor | None:
     if actor is None:
         raise Unauthenticated("the API key is not valid; send a key from CERTCTL_API_KEYS.")
     if kind is Access.ADMIN and not actor.admin:
-        raise _Forbidden(f"key {actor.name!r} is not an admin key; this route needs one.")
+        raise Forbidden(f"key {actor.name!r} is not an admin key; this route needs one.")
     return actor
-
-
-class _Forbidden(ServiceError):
-    status = 403
-    code = "forbidden"
 
 
 async def _agent(token: str) -> Agent:

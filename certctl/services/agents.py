@@ -32,6 +32,7 @@ from certctl.services import audit, jobs
 from certctl.services.context import SYSTEM, Actor, Services
 from certctl.services.errors import Forbidden, Gone, InvalidInput, StateConflict
 from certctl.services.issuance import sign_csr
+from certctl.services.profiles import profile_of
 from certctl.store.base import JobQuery
 from certctl.store.errors import Conflict, NotFound
 
@@ -353,9 +354,6 @@ async def _certificate_of(services: Services, agent: Agent, cert_id: str) -> Man
 
 
 async def _key_spec(services: Services, cert: ManagedCertificate) -> tuple[KeyAlgorithm, int]:
-    if cert.certificate_profile_id is not None:
-        profile = await services.store.get_profile(cert.certificate_profile_id)
-        if profile.allowed_key_algorithms:
-            rule = profile.allowed_key_algorithms[0]
-            return rule.algorithm, rule.min_size
-    return KeyAlgorithm.ECDSA, 256
+    """The key the agent should generate: the profile's first allowed rule."""
+    rules = (await profile_of(services, cert)).allowed_key_algorithms
+    return (rules[0].algorithm, rules[0].min_size) if rules else (KeyAlgorithm.ECDSA, 256)

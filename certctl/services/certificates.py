@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from certctl.core.model import (
-    CertificateProfile,
     CertificateStatus,
     CertificateVersion,
     JobType,
@@ -22,6 +21,7 @@ from certctl.core.model import (
 from certctl.services import audit, jobs
 from certctl.services.context import Actor, Services
 from certctl.services.errors import InvalidInput, StateConflict
+from certctl.services.profiles import profile_of
 from certctl.store.errors import NotFound
 
 _T = TypeVar("_T")
@@ -73,7 +73,7 @@ async def create(
         data,
     )
     await _check_references(services, cert)
-    profile = await _profile(services, cert)
+    profile = await profile_of(services, cert)
     created_jobs = []
     if cert.target_ids:
         policy = await services.store.get_policy(cert.renewal_policy_id)
@@ -83,7 +83,7 @@ async def create(
                 cert,
                 policy,
                 JobType.ISSUANCE,
-                requires_approval=profile is not None and profile.requires_approval,
+                requires_approval=profile.requires_approval,
             )
         )
     stored = await services.store.create_certificate(
@@ -255,12 +255,6 @@ def _apply_input(cert: ManagedCertificate, data: CertificateInput) -> ManagedCer
     if "tags" in changes:
         changes["tags"] = dict(changes["tags"])
     return replace(cert, **changes)
-
-
-async def _profile(services: Services, cert: ManagedCertificate) -> CertificateProfile | None:
-    if cert.certificate_profile_id is None:
-        return None
-    return await services.store.get_profile(cert.certificate_profile_id)
 
 
 async def _check_references(services: Services, cert: ManagedCertificate) -> None:

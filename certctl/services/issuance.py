@@ -15,7 +15,6 @@ import trio
 
 from certctl.core import jobs as core
 from certctl.core.model import (
-    CertificateProfile,
     CertificateStatus,
     CertificateVersion,
     Job,
@@ -31,9 +30,7 @@ from certctl.services import audit, metrics
 from certctl.services.context import Actor, Services
 from certctl.services.errors import StateConflict, Unprocessable
 from certctl.services.jobs import apply
-
-DEFAULT_PROFILE = CertificateProfile(id="", name="default")
-"""What an unprofiled certificate may be issued as: ECDSA P-256+/RSA 2048+, serverAuth."""
+from certctl.services.profiles import profile_of
 
 
 async def sign_csr(
@@ -111,9 +108,7 @@ async def _issue(services: Services, cert: ManagedCertificate, csr_pem: str) -> 
             "build the CSR with the names from the work item"
         )
     issuer = await services.store.get_issuer(cert.issuer_id)
-    profile = DEFAULT_PROFILE
-    if cert.certificate_profile_id is not None:
-        profile = await services.store.get_profile(cert.certificate_profile_id)
+    profile = await profile_of(services, cert)
     ca = await services.issuers.get(issuer, services.now())
     issued = await trio.to_thread.run_sync(ca.issue, csr_pem.encode(), profile, services.now())
     leaf = load_certificates(issued.certificate_pem)[0]

@@ -29,6 +29,7 @@ from certctl.core.renewal import expiry_status, renewal_due_at
 from certctl.services import audit, metrics
 from certctl.services.context import SYSTEM, Actor, Services
 from certctl.services.errors import StateConflict
+from certctl.services.profiles import profile_of
 from certctl.store.base import JobQuery
 from certctl.store.errors import Conflict, NotFound
 
@@ -151,16 +152,8 @@ async def start_key_job(
     if await active_jobs(services, cert.id, JobType.ISSUANCE, JobType.RENEWAL):
         return None
     policy = await services.store.get_policy(cert.renewal_policy_id)
-    profile = None
-    if cert.certificate_profile_id is not None:
-        profile = await services.store.get_profile(cert.certificate_profile_id)
-    job = key_job(
-        services,
-        cert,
-        policy,
-        kind,
-        requires_approval=profile is not None and profile.requires_approval,
-    )
+    profile = await profile_of(services, cert)
+    job = key_job(services, cert, policy, kind, requires_approval=profile.requires_approval)
     action = "renewal_job_created" if kind is JobType.RENEWAL else "issuance_job_created"
     await services.store.create_jobs(
         [job],
