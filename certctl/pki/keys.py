@@ -10,13 +10,15 @@ certificate nobody can use.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from certctl.core.model import KeyAlgorithm
+from certctl.pki import der
 from certctl.pki.errors import PKIError
 
 SigningKey = (
@@ -26,7 +28,8 @@ SigningKey = (
     | ed448.Ed448PrivateKey
 )
 
-SignatureHash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512 | None
+_Digest = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
+SignatureHash = _Digest | None
 
 # Public exponent 65537 is the only one every TLS stack accepts and the one FIPS requires.
 _RSA_EXPONENT = 65537
@@ -60,6 +63,9 @@ RSA_3072 = KeySpec(KeyAlgorithm.RSA, 3072)
 RSA_4096 = KeySpec(KeyAlgorithm.RSA, 4096)
 ED25519 = KeySpec(KeyAlgorithm.ED25519, 256)
 
+# By curve name: the only NIST curves, so other curves of the same sizes are not ECDSA here.
+_EC_SPECS = {curve.name: KeySpec(KeyAlgorithm.ECDSA, size) for size, curve in _CURVES.items()}
+
 GENERATED_SPECS = (ECDSA_P256, ECDSA_P384, RSA_2048, RSA_3072, RSA_4096, ED25519)
 
 
@@ -79,11 +85,29 @@ def signature_hash(key: SigningKey) -> SignatureHash:
     """The digest to pair with ``key``: matched to the curve's strength, none for EdDSA."""
     if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
         return None
+    return _digest(key)
+
+
+def _digest(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> _Digest:
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 384:
         return hashes.SHA512()
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 256:
         return hashes.SHA384()
     return hashes.SHA256()
+
+
+def signer(key: SigningKey) -> Callable[[bytes], bytes]:
+    """How ``key`` signs what the CA encodes itself, exactly as ``CertificateBuilder.sign``
+    with ``signature_hash(key)`` would: PKCS#1 v1.5 padding for RSA, no digest for EdDSA.
+    Built once per CA so an issuance does not redo the dispatch."""
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        return key.sign
+    digest = _digest(key)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        ecdsa = ec.ECDSA(digest)
+        return lambda data: key.sign(data, ecdsa)
+    pkcs1 = padding.PKCS1v15()
+    return lambda data: key.sign(data, pkcs1, digest)
 
 
 def private_key_pem(key: SigningKey) -> bytes:
@@ -98,10 +122,7 @@ def private_key_pem(key: SigningKey) -> bytes:
 def key_spec(public_key: CertificatePublicKeyTypes) -> KeySpec | None:
     """What the key is, or None for a key we would never certify (DSA, Ed448, odd curves)."""
     if isinstance(public_key, ec.EllipticCurvePublicKey):
-        size = public_key.curve.key_size
-        if size in _CURVES and public_key.curve.name == _CURVES[size].name:
-            return KeySpec(KeyAlgorithm.ECDSA, size)
-        return None
+        return _EC_SPECS.get(public_key.curve.name)
     if isinstance(public_key, rsa.RSAPublicKey):
         return KeySpec(KeyAlgorithm.RSA, public_key.key_size)
     if isinstance(public_key, ed25519.Ed25519PublicKey):
@@ -119,28 +140,22 @@ def describe_key(public_key: CertificatePublicKeyTypes) -> str:
     return type(public_key).__name__.removesuffix("PublicKey")
 
 
-def key_identifier(public_key: CertificatePublicKeyTypes) -> bytes:
+def subject_public_key_info(public_key: CertificatePublicKeyTypes) -> bytes:
+    """The key as certificates carry it (SubjectPublicKeyInfo DER)."""
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def key_identifier(spki: bytes) -> bytes:
     """RFC 7093 method 1: the leftmost 160 bits of SHA-256 over the subjectPublicKey bits.
 
     RFC 5280's SHA-1 method still works but SHA-1 is banned in some environments (FIPS
     audits flag it); truncated SHA-256 keeps the usual 20-byte length. Reading the bits out
-    of the SubjectPublicKeyInfo DER works the same for every key type.
+    of the SubjectPublicKeyInfo DER (``subject_public_key_info``) works the same for every
+    key type.
     """
-    spki = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
     # SubjectPublicKeyInfo ::= SEQUENCE { AlgorithmIdentifier, subjectPublicKey BIT STRING }
-    _, inside = _der_header(spki, 0)
-    algorithm_length, algorithm_start = _der_header(spki, inside)
-    bits_length, bits_start = _der_header(spki, algorithm_start + algorithm_length)
+    _, bits = der.children(spki)
     # The first content octet of a BIT STRING counts unused bits (always 0 for keys).
-    return hashlib.sha256(spki[bits_start + 1 : bits_start + bits_length]).digest()[:20]
-
-
-def _der_header(der: bytes, offset: int) -> tuple[int, int]:
-    """Length and content offset of the DER element at ``offset`` (input from cryptography)."""
-    first = der[offset + 1]
-    if first < 0x80:
-        return first, offset + 2
-    count = first & 0x7F
-    return int.from_bytes(der[offset + 2 : offset + 2 + count]), offset + 2 + count
+    return hashlib.sha256(der.content(bits)[1:]).digest()[:20]

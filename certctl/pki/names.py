@@ -113,11 +113,16 @@ def from_general_names(
 
 
 def from_text(value: str) -> SubjectAltNames:
-    """One name written as text (a common name, a name from the API): IP, email or DNS."""
-    try:
-        return SubjectAltNames(ips=(ipaddress.ip_address(value),))
-    except ValueError:
-        pass
+    """One name written as text (a common name, a name from the API): IP, email or DNS.
+
+    Only text that could be an address is parsed as one (IPv4 starts with a digit, IPv6
+    has a colon): a failed parse raises, and host names are the common case per CSR.
+    """
+    if value[:1].isdigit() or ":" in value:
+        try:
+            return SubjectAltNames(ips=(ipaddress.ip_address(value),))
+        except ValueError:
+            pass
     if "@" in value:
         return SubjectAltNames(emails=(value,))
     return SubjectAltNames(dns=(value,))

@@ -7,6 +7,7 @@ each block strictly, so junk around blocks is tolerated but a damaged block is a
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from collections.abc import Iterable
@@ -16,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from certctl.pki.errors import PARSE_ERRORS, PEMError
-from certctl.pki.keys import SigningKey
+from certctl.pki.keys import SigningKey, subject_public_key_info
 
 __all__ = [
     "MAX_PEM_BYTES",
@@ -28,6 +29,7 @@ __all__ = [
     "load_certificates",
     "load_private_key",
     "pem_blocks",
+    "pem_encode",
     "split_bundle",
 ]
 
@@ -139,12 +141,15 @@ def load_private_key(data: bytes) -> SigningKey:
 
 def key_matches_certificate(key: SigningKey, cert: x509.Certificate) -> bool:
     """True when ``key`` is the private half of the certificate's public key."""
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return public == cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return subject_public_key_info(key.public_key()) == subject_public_key_info(cert.public_key())
+
+
+def pem_encode(label: str, der: bytes) -> bytes:
+    """One PEM block in the layout cryptography and OpenSSL write (64-character lines)."""
+    body = base64.b64encode(der)
+    lines = b"\n".join(body[start : start + 64] for start in range(0, len(body), 64))
+    marker = label.encode()
+    return b"-----BEGIN %s-----\n%s\n-----END %s-----\n" % (marker, lines, marker)
 
 
 def certificates_pem(certs: Iterable[x509.Certificate]) -> bytes:
@@ -152,6 +157,8 @@ def certificates_pem(certs: Iterable[x509.Certificate]) -> bytes:
     return b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in certs)
 
 
-def fingerprint_sha256(cert: x509.Certificate) -> str:
-    """Lowercase hex SHA-256 of the DER encoding: the identity we compare after deploys."""
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+def fingerprint_sha256(cert: x509.Certificate | bytes) -> str:
+    """Lowercase hex SHA-256 of the DER encoding (``cert`` itself when it is DER already):
+    the identity we compare after deploys."""
+    der = cert if isinstance(cert, bytes) else cert.public_bytes(serialization.Encoding.DER)
+    return hashlib.sha256(der).hexdigest()

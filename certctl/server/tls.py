@@ -422,9 +422,9 @@ def init_tls(directory: Path, *, hosts: Sequence[str], force: bool, now: datetim
     leaf = authority.issue(server_key.public_key(), grant, now)
     directory.mkdir(parents=True, exist_ok=True)
     write_atomic(key_path, private_key_pem(server_key), 0o600)
-    write_atomic(cert_path, certificates_pem((leaf, authority.certificate)), 0o644)
+    write_atomic(cert_path, leaf.pem + certificates_pem((authority.certificate,)), 0o644)
     write_atomic(ca_path, certificates_pem((authority.certificate,)), 0o644)
-    return TLSBootstrap(ca_path, cert_path, key_path, leaf.not_valid_after_utc)
+    return TLSBootstrap(ca_path, cert_path, key_path, leaf.not_after)
 
 
 def _given_names(hosts: Sequence[str]) -> SubjectAltNames:

@@ -13,13 +13,12 @@ import ipaddress
 import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from string import ascii_lowercase as LOWER
-from string import digits as DIGITS
 
 import pytest
 from cryptography import x509
 from hypothesis import given
 from hypothesis import strategies as st
+from pki_strategies import hosts, labels, name_sets
 
 from certctl.connectors.issuers.local import LocalCA, LocalCAConfig
 from certctl.core.model import CertificateProfile, ExtendedKeyUsage, KeyAlgorithm, KeyRule
@@ -34,7 +33,7 @@ from certctl.pki.keys import (
     KeySpec,
     SigningKey,
 )
-from certctl.pki.names import IPAddress, SubjectAltNames
+from certctl.pki.names import SubjectAltNames
 from certctl.pki.pem import load_certificates
 from certctl.pki.profile import DEFAULT_VALIDITY, ProfileViolation, Rule, eku_oid
 from certctl.testing.certs import (
@@ -70,26 +69,7 @@ def issuer(tmp_path_factory: pytest.TempPathFactory) -> LocalCA:
 
 
 # Strategies are built once here: building them inside each example costs more than the
-# issuance under test. Labels start with a letter so no DNS name reads as an IP address.
-labels = st.builds(
-    "{}{}{}".format,
-    st.sampled_from(LOWER),
-    st.text(LOWER + DIGITS + "-", max_size=6),
-    st.sampled_from(LOWER + DIGITS),
-)
-hosts = st.lists(labels, min_size=2, max_size=3).map(".".join)
-dns_names = hosts | hosts.map("*.{}".format) | hosts.map(str.upper)
-ips: st.SearchStrategy[IPAddress] = st.ip_addresses(v=4) | st.ip_addresses(v=6)
-local_parts = st.text(LOWER + DIGITS + "+_-", min_size=1, max_size=8)
-emails = st.builds("{}@{}".format, local_parts, hosts)
-uris = st.builds("spiffe://{}/{}".format, hosts, labels) | st.builds("https://{}/".format, hosts)
-name_sets = st.builds(
-    SubjectAltNames,
-    dns=st.lists(dns_names, max_size=3).map(tuple),
-    ips=st.lists(ips, max_size=2).map(tuple),
-    emails=st.lists(emails, max_size=2).map(tuple),
-    uris=st.lists(uris, max_size=2).map(tuple),
-)
+# issuance under test.
 host_tuples = st.lists(hosts, min_size=1, max_size=3).map(tuple)
 extra_name_sets = st.lists(hosts, max_size=2).map(lambda dns: SubjectAltNames(dns=tuple(dns)))
 tls_usages = st.lists(st.sampled_from(TLS_USAGES), min_size=1, unique=True).map(tuple)

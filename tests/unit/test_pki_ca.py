@@ -29,6 +29,7 @@ from certctl.pki.keys import (
     RSA_2048,
     KeySpec,
     key_identifier,
+    subject_public_key_info,
 )
 from certctl.pki.names import SubjectAltNames
 from certctl.pki.profile import DEFAULT_VALIDITY, enforce
@@ -65,7 +66,8 @@ def issue(
     validity: timedelta = DEFAULT_VALIDITY,
 ) -> x509.Certificate:
     request = load_csr(build_csr(pooled_key(spec), common_name=common_name, sans=sans))
-    return authority.issue(request.public_key, enforce(request, profile, validity=validity), now)
+    grant = enforce(request, profile, validity=validity)
+    return authority.issue(request.public_key, grant, now).certificate
 
 
 def extension(cert: x509.Certificate, kind: type[_E]) -> x509.Extension[_E]:
@@ -92,7 +94,7 @@ def test_leaf_carries_the_rfc_5280_profile() -> None:
     assert not names.critical
     assert names.value.get_values_for_type(x509.DNSName) == ["example.com", "www.example.com"]
     assert extension(leaf, x509.SubjectKeyIdentifier).value.digest == key_identifier(
-        leaf.public_key()
+        subject_public_key_info(leaf.public_key())
     )
     authority = extension(leaf, x509.AuthorityKeyIdentifier).value
     assert authority.key_identifier == ISSUING.key_id

@@ -29,7 +29,7 @@ NAMES = SubjectAltNames(
 def leaf(*usages: ExtendedKeyUsage, names: SubjectAltNames = NAMES) -> x509.Certificate:
     request = load_csr(build_csr(pooled_key(), sans=names))
     profile = replace(DEFAULT_PROFILE, allowed_ekus=usages)
-    return ISSUING.issue(request.public_key, enforce(request, profile), NOW)
+    return ISSUING.issue(request.public_key, enforce(request, profile), NOW).certificate
 
 
 SERVER = leaf(ExtendedKeyUsage.SERVER_AUTH)

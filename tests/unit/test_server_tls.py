@@ -60,7 +60,7 @@ def write_pair(
         lifetime=lifetime,
         must_staple=False,
     )
-    leaf = CA.issue(key.public_key(), grant, issued)
+    leaf = CA.issue(key.public_key(), grant, issued).certificate
     cert_path = directory / f"{stem}.pem"
     key_path = directory / f"{stem}-key.pem"
     cert_path.write_bytes(certificates_pem((leaf, CA.certificate)))

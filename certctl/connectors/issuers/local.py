@@ -138,14 +138,14 @@ class LocalCA:
         grant = enforce(
             request, profile, ttl=ttl, extra_sans=extra_sans, validity=self.config.leaf_validity
         )
-        cert = self.authority.issue(request.public_key, grant, now)
+        leaf = self.authority.issue(request.public_key, grant, now)
         return IssuedCertificate(
-            certificate_pem=cert.public_bytes(serialization.Encoding.PEM),
+            certificate_pem=leaf.pem,
             chain_pem=self.authority.chain_pem,
-            serial=format_serial(cert.serial_number),
-            fingerprint_sha256=fingerprint_sha256(cert),
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
+            serial=format_serial(leaf.serial),
+            fingerprint_sha256=leaf.fingerprint_sha256,
+            not_before=leaf.not_before,
+            not_after=leaf.not_after,
         )
 
     def revoke(self, serial: str, reason: RevocationReason, now: datetime) -> Revocation:
