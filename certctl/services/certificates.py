@@ -22,7 +22,7 @@ from certctl.services import audit, jobs
 from certctl.services.context import Actor, Services
 from certctl.services.errors import InvalidInput, StateConflict
 from certctl.services.profiles import profile_of
-from certctl.store.errors import NotFound
+from certctl.store.errors import Conflict, NotFound
 
 _T = TypeVar("_T")
 
@@ -164,31 +164,17 @@ async def renew(services: Services, actor: Actor, cert_id: str, *, force: bool) 
         await jobs.cancel(services, actor, old.id)
     has_version = await services.store.latest_version(cert_id) is not None
     kind = JobType.RENEWAL if has_version else JobType.ISSUANCE
-    started = await jobs.start_key_job(services, actor, cert, kind)
+    # Cancelling hands the certificate back its clock-driven status: start from that one.
+    cert = await services.store.get_certificate(cert_id) if existing else cert
+    try:
+        started = await jobs.start_key_job(services, actor, cert, kind)
+    except Conflict:
+        started = None
     if started is None:
         raise StateConflict(
             f"certificate {cert_id} got another key job meanwhile; list its jobs and retry."
         )
-    job_id = started.id
-    cert = await services.store.get_certificate(cert_id)
-    if has_version and cert.status not in (CertificateStatus.RENEWAL_IN_PROGRESS, *CLOSED):
-        await services.store.set_certificate_status(
-            cert_id,
-            CertificateStatus.RENEWAL_IN_PROGRESS,
-            expected=cert.status,
-            at=services.now(),
-            audit=[
-                audit.event(
-                    services,
-                    actor,
-                    "renewal_triggered",
-                    "certificate",
-                    cert_id,
-                    details={"job": job_id},
-                )
-            ],
-        )
-    return job_id
+    return started.id
 
 
 async def deploy(

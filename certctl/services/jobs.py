@@ -117,6 +117,12 @@ async def deployment_jobs(
     ]
 
 
+# A certificate already renewing keeps its status; a closed one is refused before here.
+_RENEWING_OR_CLOSED = frozenset(
+    {CertificateStatus.RENEWAL_IN_PROGRESS, CertificateStatus.ARCHIVED, CertificateStatus.REVOKED}
+)
+
+
 def key_job(
     services: Services,
     cert: ManagedCertificate,
@@ -148,21 +154,44 @@ async def start_key_job(
     **details: JSONValue,
 ) -> Job | None:
     """Create an Issuance or Renewal job for ``cert`` with its audit event, unless a key
-    job is already active (then ``None``: one CSR at a time per certificate)."""
+    job is already active (then ``None``: one CSR at a time per certificate).
+
+    A Renewal moves the certificate to RenewalInProgress in the same transaction, from
+    the status in ``cert`` (``Conflict`` if it changed since): a crash can never leave
+    the job without the status or the status without the job.
+    """
     if await active_jobs(services, cert.id, JobType.ISSUANCE, JobType.RENEWAL):
         return None
     policy = await services.store.get_policy(cert.renewal_policy_id)
     profile = await profile_of(services, cert)
     job = key_job(services, cert, policy, kind, requires_approval=profile.requires_approval)
     action = "renewal_job_created" if kind is JobType.RENEWAL else "issuance_job_created"
-    await services.store.create_jobs(
-        [job],
-        audit=[
+    events = [
+        audit.event(
+            services, actor, action, "certificate", cert.id, details={"job": job.id, **details}
+        )
+    ]
+    if kind is JobType.RENEWAL and cert.status not in _RENEWING_OR_CLOSED:
+        events.append(
             audit.event(
-                services, actor, action, "certificate", cert.id, details={"job": job.id, **details}
+                services,
+                actor,
+                "renewal_triggered",
+                "certificate",
+                cert.id,
+                details={"job": job.id, "from": cert.status.value},
             )
-        ],
-    )
+        )
+        await services.store.set_certificate_status(
+            cert.id,
+            CertificateStatus.RENEWAL_IN_PROGRESS,
+            expected=cert.status,
+            at=services.now(),
+            audit=events,
+            jobs=[job],
+        )
+    else:
+        await services.store.create_jobs([job], audit=events)
     return job
 
 

@@ -8,7 +8,7 @@ the audit trail and the metric are where an operator sees them today.
 
 from __future__ import annotations
 
-from certctl.core.model import CertificateStatus, JobType, RenewalPolicy
+from certctl.core.model import JobType, RenewalPolicy
 from certctl.core.renewal import renewal_decision
 from certctl.services import audit, jobs, metrics
 from certctl.services.context import SYSTEM, Services
@@ -73,19 +73,7 @@ async def _one(services: Services, due: DueRenewal, policy: RenewalPolicy) -> in
         job = await jobs.start_key_job(
             services, SYSTEM, cert, JobType.RENEWAL, due_at=due.due_at.isoformat()
         )
-        if job is None:
-            return 0
-        try:
-            await services.store.set_certificate_status(
-                cert.id,
-                CertificateStatus.RENEWAL_IN_PROGRESS,
-                expected=cert.status,
-                at=services.now(),
-            )
-        except Conflict:
-            await jobs.cancel(services, SYSTEM, job.id)
-            raise
-        return 1
+        return 0 if job is None else 1
     if decision.status is not cert.status:
         await services.store.set_certificate_status(
             cert.id,

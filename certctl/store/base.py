@@ -375,8 +375,13 @@ class Store(Protocol):
         expected: CertificateStatus,
         at: datetime,
         audit: Sequence[AuditEvent] = (),
+        jobs: Sequence[Job] = (),
     ) -> ManagedCertificate:
-        """Compare-and-set: ``Conflict`` unless the status is still ``expected``."""
+        """Compare-and-set: ``Conflict`` unless the status is still ``expected``.
+
+        ``jobs`` are created in the same transaction, so a status that says a job is under
+        way and the job itself exist together or not at all.
+        """
 
     async def archive_certificate(
         self, cert_id: str, at: datetime, *, audit: Sequence[AuditEvent] = ()

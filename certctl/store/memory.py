@@ -676,13 +676,17 @@ class MemoryStore:
         expected: CertificateStatus,
         at: datetime,
         audit: Sequence[AuditEvent] = (),
+        jobs: Sequence[Job] = (),
     ) -> ManagedCertificate:
         new, when = CertificateStatus(status).value, scalar("status changed at", at)
+        rows = [JOBS.encode(job) for job in jobs]
         with self._transaction():
             current = self._row(CERTIFICATES, cert_id)["status"]
             if current != CertificateStatus(expected).value:
                 raise Conflict(status_changed(cert_id, current, expected))
             self._update(CERTIFICATES, cert_id, status=new, updated_at=when)
+            for row in rows:
+                self._insert(JOBS, row)
             self._audit(audit)
         return self._get(CERTIFICATES, cert_id)
 

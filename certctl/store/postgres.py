@@ -1019,9 +1019,11 @@ class PostgresStore:
         expected: CertificateStatus,
         at: datetime,
         audit: Sequence[AuditEvent] = (),
+        jobs: Sequence[Job] = (),
     ) -> ManagedCertificate:
         changes = {"status": CertificateStatus(status).value, "updated_at": scalar("at", at)}
         want = CertificateStatus(expected)
+        rows = [JOBS.encode(job) for job in jobs]
 
         async def op(conn: Conn) -> ManagedCertificate:
             guarded = await _update(
@@ -1030,6 +1032,8 @@ class PostgresStore:
             if guarded is None:
                 current = await _require(conn, CERTIFICATES, cert_id)
                 raise Conflict(status_changed(cert_id, current["status"], want))
+            for row in rows:
+                await _insert(conn, JOBS, row)
             await _audit(conn, audit)
             return await _fetch_one(conn, CERTIFICATES, cert_id)
 

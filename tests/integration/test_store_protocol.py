@@ -207,6 +207,35 @@ async def test_status_compare_and_set_and_archive(store: Store) -> None:
         await store.archive_certificate("cert-9", T0)
 
 
+async def test_status_change_creates_its_jobs_in_the_same_transaction(store: Store) -> None:
+    await seed(store)
+    await store.create_certificate(certificate())
+    renewal = job("job-renew", status=JobStatus.AWAITING_CSR)
+    with pytest.raises(Conflict):
+        await store.set_certificate_status(
+            "cert-1",
+            CertificateStatus.RENEWAL_IN_PROGRESS,
+            expected=CertificateStatus.ACTIVE,
+            at=T0,
+            audit=[event(action="renewal_triggered")],
+            jobs=[renewal],
+        )
+    with pytest.raises(NotFound):
+        await store.get_job("job-renew")
+    assert not (await store.list_audit(AuditQuery(action="renewal_triggered"))).items
+    changed = await store.set_certificate_status(
+        "cert-1",
+        CertificateStatus.RENEWAL_IN_PROGRESS,
+        expected=CertificateStatus.PENDING,
+        at=T0,
+        audit=[event(action="renewal_triggered")],
+        jobs=[renewal],
+    )
+    assert changed.status is CertificateStatus.RENEWAL_IN_PROGRESS
+    assert (await store.get_job("job-renew")).type is JobType.RENEWAL
+    assert len((await store.list_audit(AuditQuery(action="renewal_triggered"))).items) == 1
+
+
 async def test_keyset_pagination_and_filters(store: Store) -> None:
     await seed(store)
     await store.create_owner(owner("owner-2"))

@@ -17,9 +17,10 @@ from certctl.core.model import (
     JobType,
     RevocationReason,
 )
-from certctl.services import agents, certificates, renewal, revocation
+from certctl.services import agents, certificates, jobs, renewal, revocation
 from certctl.services.errors import StateConflict
 from certctl.store.base import Store
+from certctl.store.errors import Conflict
 
 
 async def issued(
@@ -36,6 +37,28 @@ def serials(der: bytes) -> set[int]:
 
 
 # -- the renewal scan ---------------------------------------------------------------------
+
+
+async def test_a_renewal_job_exists_only_with_its_status(tmp_path: Path) -> None:
+    """The scan read the certificate, then its status moved: neither job nor status lands."""
+    env = await ServiceEnv.build(tmp_path, renewal_window_days=30)
+    _, cert_id, version = await issued(env)
+    env.clock.set(version.not_after - timedelta(days=10))
+    stale = await env.store.get_certificate(cert_id)
+    await env.store.set_certificate_status(
+        cert_id, CertificateStatus.EXPIRING, expected=stale.status, at=env.clock.now()
+    )
+    with pytest.raises(Conflict):
+        await jobs.start_key_job(env.services, OPERATOR, stale, JobType.RENEWAL)
+    assert await env.jobs(cert_id, JobType.RENEWAL) == ()
+    assert await env.audit("renewal_job_created", cert_id) == ()
+
+    assert await renewal.scan(env.services) == 1
+    (job,) = await env.jobs(cert_id, JobType.RENEWAL)
+    cert = await env.store.get_certificate(cert_id)
+    assert cert.status is CertificateStatus.RENEWAL_IN_PROGRESS
+    (triggered,) = await env.audit("renewal_triggered", cert_id)
+    assert triggered.details == {"job": job.id, "from": "Expiring"}
 
 
 async def test_scan_renews_a_certificate_inside_its_window_once(tmp_path: Path) -> None:
