@@ -172,7 +172,8 @@ async def renew(services: Services, actor: Actor, cert_id: str, *, force: bool) 
         started = None
     if started is None:
         raise StateConflict(
-            f"certificate {cert_id} got another key job meanwhile; list its jobs and retry."
+            f"certificate {cert_id} got another key job or status meanwhile; list its jobs "
+            "and retry."
         )
     return started.id
 
