@@ -114,17 +114,6 @@ class CertificateMaterial:
 
 
 @dataclass(frozen=True, slots=True)
-class JobState:
-    """The parts of a job the agent acts on."""
-
-    id: str
-    type: JobType
-    status: JobStatus
-    certificate_id: str
-    last_error: str | None
-
-
-@dataclass(frozen=True, slots=True)
 class Verification:
     """The post-deploy handshake, as reported with a job's status."""
 
@@ -153,8 +142,6 @@ class ControlPlane(Protocol):
     async def certificate(
         self, agent: AgentIdentity, certificate_id: str
     ) -> CertificateMaterial: ...
-
-    async def job(self, agent: AgentIdentity, job_id: str) -> JobState: ...
 
     async def report_status(
         self,

@@ -34,7 +34,6 @@ from certctl.agent.control_plane import (
     Forbidden,
     HostFacts,
     IssuedVersion,
-    JobState,
     TargetSpec,
     Unauthorized,
     Verification,
@@ -81,7 +80,6 @@ _WORK = TypeAdapter(_Work)
 _CSR_ANSWER = TypeAdapter(_CSRAnswer)
 _TARGETS = TypeAdapter(_Targets)
 _CERTIFICATE = TypeAdapter(CertificateMaterial)
-_JOB = TypeAdapter(JobState)
 
 
 class HttpControlPlane:
@@ -152,9 +150,6 @@ class HttpControlPlane:
     async def certificate(self, agent: AgentIdentity, certificate_id: str) -> CertificateMaterial:
         path = _path(agent, "certificates", certificate_id)
         return await self._call("GET", path, agent.agent_key, _CERTIFICATE)
-
-    async def job(self, agent: AgentIdentity, job_id: str) -> JobState:
-        return await self._call("GET", _path(agent, "jobs", job_id), agent.agent_key, _JOB)
 
     async def report_status(
         self,

@@ -33,7 +33,6 @@ from certctl.agent.control_plane import (
     ControlPlaneError,
     HostFacts,
     IssuedVersion,
-    JobState,
     TargetSpec,
     Unauthorized,
     Verification,
@@ -210,9 +209,6 @@ class ControlPlaneDouble:
     async def certificate(self, agent: AgentIdentity, certificate_id: str) -> CertificateMaterial:
         self._check(agent)
         return self.versions[certificate_id]
-
-    async def job(self, agent: AgentIdentity, job_id: str) -> JobState:
-        raise NotImplementedError("the runner does not read jobs back")
 
     async def report_status(
         self,
