@@ -186,11 +186,10 @@ async def test_process_pending_leaves_deployment_jobs_to_agents(env: ServiceEnv)
     assert deployment.status is JobStatus.PENDING
 
 
-async def test_reap_timeouts_fails_a_job_waiting_too_long_for_its_csr(env: ServiceEnv) -> None:
-    await env.agent("web-01", "target-1")
-    _, (job_id,) = await env.certificate("target-1")
-
-    env.clock.advance(env.services.timeouts.awaiting_csr)
+async def assert_reaped_after(env: ServiceEnv, job_id: str, stall: timedelta, reason: str) -> None:
+    """Left alone for exactly ``stall`` the job survives; a second more and it is Failed,
+    naming ``reason``, with a retry scheduled."""
+    env.clock.advance(stall)
     assert await jobs.reap_timeouts(env.services) == 0
     env.clock.advance(timedelta(seconds=1))
     assert await jobs.reap_timeouts(env.services) == 1
@@ -198,8 +197,15 @@ async def test_reap_timeouts_fails_a_job_waiting_too_long_for_its_csr(env: Servi
     job = await env.store.get_job(job_id)
     assert job.status is JobStatus.FAILED
     assert job.last_error is not None
-    assert "AwaitingCSR" in job.last_error
+    assert reason in job.last_error
     assert job.next_retry_at is not None
+
+
+async def test_reap_timeouts_fails_a_job_waiting_too_long_for_its_csr(env: ServiceEnv) -> None:
+    await env.agent("web-01", "target-1")
+    _, (job_id,) = await env.certificate("target-1")
+
+    await assert_reaped_after(env, job_id, env.services.timeouts.awaiting_csr, "AwaitingCSR")
 
 
 async def test_reap_timeouts_fails_a_key_job_whose_signing_was_interrupted(
@@ -212,16 +218,7 @@ async def test_reap_timeouts_fails_a_key_job_whose_signing_was_interrupted(
     waiting = await env.store.get_job(job_id)
     await jobs.apply(env.services, waiting, core.CSRSubmitted(), OPERATOR)
 
-    env.clock.advance(jobs.SIGNING_STALL)
-    assert await jobs.reap_timeouts(env.services) == 0
-    env.clock.advance(timedelta(seconds=1))
-    assert await jobs.reap_timeouts(env.services) == 1
-
-    job = await env.store.get_job(job_id)
-    assert job.status is JobStatus.FAILED
-    assert job.last_error is not None
-    assert "interrupted" in job.last_error
-    assert job.next_retry_at is not None
+    await assert_reaped_after(env, job_id, jobs.SIGNING_STALL, "interrupted")
 
 
 async def test_rejecting_an_approval_cancels_the_job(env: ServiceEnv) -> None:
