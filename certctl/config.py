@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from certctl.core.model import KeyRole
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -65,6 +67,10 @@ class EncryptionKeyTooShort(ConfigError):
 
 class DatabaseMaxConnsInvalid(ConfigError):
     """The connection pool could not hold a single connection."""
+
+
+class LimitInvalid(ConfigError):
+    """A rate or burst limit that could not let a single request through."""
 
 
 class SchedulerIntervalTooShort(ConfigError):
@@ -179,29 +185,35 @@ class APIKey:
 
     name: str
     key: str
-    admin: bool
+    role: KeyRole = KeyRole.OPERATOR
 
 
 def parse_api_keys(raw: str) -> tuple[APIKey, ...]:
+    """``name:key[:role]`` entries; the role is viewer, operator (the default) or admin."""
+    roles = ", ".join(role.value for role in KeyRole)
     keys: list[APIKey] = []
     for entry in parse_list(raw):
         parts = entry.split(":")
         if len(parts) not in (2, 3) or not parts[1]:
-            raise ValueError("each entry must be name:key or name:key:admin")
+            raise ValueError("each entry must be name:key or name:key:role")
         name, key = parts[0], parts[1]
         if not _KEY_NAME.fullmatch(name):
             raise ValueError(f"key name {name!r} may contain only letters, digits, - and _")
-        if len(parts) == 3 and parts[2] != "admin":
-            raise ValueError(f"third field of {name!r} must be 'admin', got {parts[2]!r}")
-        admin = len(parts) == 3
+        try:
+            role = KeyRole(parts[2]) if len(parts) == 3 else KeyRole.OPERATOR
+        except ValueError:
+            raise ValueError(
+                f"the role of {name!r} must be one of {roles}, got {parts[2]!r}"
+            ) from None
         for other in keys:
             if other.name == name and other.key == key:
                 raise ValueError(f"key for {name!r} is listed twice")
-            if other.name == name and other.admin != admin:
+            if other.name == name and other.role is not role:
                 raise ValueError(
-                    f"name {name!r} appears with and without admin; rotate like for like"
+                    f"name {name!r} appears with roles {other.role} and {role}; rotate like "
+                    "for like"
                 )
-        keys.append(APIKey(name=name, key=key, admin=admin))
+        keys.append(APIKey(name=name, key=key, role=role))
     return tuple(keys)
 
 
@@ -237,6 +249,8 @@ SPECS: dict[str, Var] = {
     "server_tls_key_path": Var("CERTCTL_SERVER_TLS_KEY_PATH", parse_path, None),
     "max_body_size": Var("CERTCTL_MAX_BODY_SIZE", parse_int, 1 << 20),
     "audit_flush_timeout": Var("CERTCTL_AUDIT_FLUSH_TIMEOUT", _D, timedelta(seconds=30)),
+    "server_read_timeout": Var("CERTCTL_SERVER_READ_TIMEOUT", _D, timedelta(seconds=30)),
+    "server_idle_timeout": Var("CERTCTL_SERVER_IDLE_TIMEOUT", _D, timedelta(seconds=60)),
     # Database
     "database_url": Var("CERTCTL_DATABASE_URL", parse_str, None, secret=True),
     "database_max_conns": Var("CERTCTL_DATABASE_MAX_CONNS", parse_int, 25),
@@ -254,6 +268,8 @@ SPECS: dict[str, Var] = {
     "rate_limit_enabled": Var("CERTCTL_RATE_LIMIT_ENABLED", parse_bool, True),
     "rate_limit_rps": Var("CERTCTL_RATE_LIMIT_RPS", parse_int, 50),
     "rate_limit_burst": Var("CERTCTL_RATE_LIMIT_BURST", parse_int, 100),
+    "auth_failures_per_minute": Var("CERTCTL_AUTH_FAILURES_PER_MINUTE", parse_int, 10),
+    "auth_failure_burst": Var("CERTCTL_AUTH_FAILURE_BURST", parse_int, 20),
     # Secrets at rest and the local CA
     "config_encryption_key": Var("CERTCTL_CONFIG_ENCRYPTION_KEY", parse_str, "", secret=True),
     "ca_cert_path": Var("CERTCTL_CA_CERT_PATH", parse_path, None),
@@ -292,12 +308,15 @@ SPECS: dict[str, Var] = {
     ),
     "agent_name": Var("CERTCTL_AGENT_NAME", str.strip, None),
     "agent_state_dir": Var("CERTCTL_AGENT_STATE_DIR", parse_path, None),
+    "agent_policy_file": Var("CERTCTL_AGENT_POLICY_FILE", parse_path, None),
     "agent_poll_interval": Var("CERTCTL_AGENT_POLL_INTERVAL", _D, timedelta(seconds=30)),
     "agent_heartbeat_interval": Var("CERTCTL_AGENT_HEARTBEAT_INTERVAL", _D, timedelta(seconds=60)),
 }
 
 # Floors below which a loop would hammer the database or the agents' own hosts.
 SCHEDULER_MINIMUMS: dict[str, timedelta] = {
+    "server_read_timeout": timedelta(seconds=1),
+    "server_idle_timeout": timedelta(seconds=1),
     "renewal_check_interval": timedelta(minutes=1),
     "job_processor_interval": timedelta(seconds=1),
     "agent_health_check_interval": timedelta(seconds=1),
@@ -340,6 +359,8 @@ class Settings:
     server_tls_key_path: Path | None
     max_body_size: int
     audit_flush_timeout: timedelta
+    server_read_timeout: timedelta
+    server_idle_timeout: timedelta
     database_url: str | None
     database_max_conns: int
     log_level: LogLevel
@@ -352,6 +373,8 @@ class Settings:
     rate_limit_enabled: bool
     rate_limit_rps: int
     rate_limit_burst: int
+    auth_failures_per_minute: int
+    auth_failure_burst: int
     config_encryption_key: str
     ca_cert_path: Path | None
     ca_key_path: Path | None
@@ -375,6 +398,7 @@ class Settings:
     server_tls_insecure_skip_verify: bool
     agent_name: str | None
     agent_state_dir: Path | None
+    agent_policy_file: Path | None
     agent_poll_interval: timedelta
     agent_heartbeat_interval: timedelta
 
@@ -533,6 +557,15 @@ def _check_server(settings: Settings, *, demo: bool) -> None:
             f"bytes, under the {MIN_ENCRYPTION_KEY_BYTES}-byte minimum; generate one with "
             "openssl rand -base64 32.",
         )
+    for field in (
+        "rate_limit_rps",
+        "rate_limit_burst",
+        "auth_failures_per_minute",
+        "auth_failure_burst",
+    ):
+        if getattr(settings, field) < 1:
+            env = SPECS[field].env
+            raise LimitInvalid(env, f"{env} is {getattr(settings, field)}; set it to 1 or more.")
     if settings.database_max_conns < 1:
         raise DatabaseMaxConnsInvalid(
             "CERTCTL_DATABASE_MAX_CONNS",
@@ -578,7 +611,7 @@ def _check_auth(settings: Settings, *, demo: bool) -> None:
         raise APIKeysRequired(
             "CERTCTL_API_KEYS",
             "CERTCTL_API_KEYS is empty while CERTCTL_AUTH_TYPE=api-key; set "
-            "CERTCTL_API_KEYS=name:key[:admin] with a random key (openssl rand -base64 32).",
+            "CERTCTL_API_KEYS=name:key[:role] with a random key (openssl rand -base64 32).",
         )
 
 
@@ -646,7 +679,7 @@ def _show_secret(field: str, value: Any) -> str:
     if field == "database_url":
         return _redact_url(str(value))
     if field == "api_keys":
-        return ",".join(f"{k.name}:<redacted>{':admin' if k.admin else ''}" for k in value)
+        return ",".join(f"{k.name}:<redacted>:{k.role}" for k in value)
     return "<redacted>" if value else "<unset>"
 
 

@@ -230,6 +230,7 @@ def create_job(
     status: JobStatus = JobStatus.PENDING,
     target_id: str | None = None,
     agent_id: str | None = None,
+    requested_by: str = "",
 ) -> Job:
     """A new job, with its retry budget taken from ``policy``.
 
@@ -255,6 +256,7 @@ def create_job(
         agent_id=agent_id,
         max_attempts=policy.max_attempts,
         retry_interval_seconds=policy.retry_interval_seconds,
+        requested_by=requested_by,
     )
 
 

@@ -142,6 +142,27 @@ class ActorType(enum.StrEnum):
     AGENT = "Agent"
 
 
+class KeyRole(enum.StrEnum):
+    """What an operator API key may do; each role includes everything of the ones before it.
+
+    Lower-case, unlike the entity enums, because operators write it in
+    ``CERTCTL_API_KEYS`` (``name:key:viewer``) and the earlier format's ``:admin`` is kept.
+    """
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+    def allows(self, needed: KeyRole) -> bool:
+        """Whether a key of this role may call a route that needs ``needed``."""
+        return _ROLE_RANK[self] >= _ROLE_RANK[needed]
+
+
+_ROLE_RANK: Final[Mapping[KeyRole, int]] = MappingProxyType(
+    {KeyRole.VIEWER: 0, KeyRole.OPERATOR: 1, KeyRole.ADMIN: 2}
+)
+
+
 class VerificationStatus(enum.StrEnum):
     """Outcome of the post-deploy TLS handshake check of a Deployment job."""
 
@@ -411,6 +432,9 @@ class Job:
     verified_at: datetime | None = None
     verification_fingerprint: str | None = None
     verification_error: str | None = None
+    requested_by: str = ""
+    """The operator key name (or ``certctl`` for the scheduler) that asked for the job;
+    the two-person rule keeps that name from approving it."""
 
     def __post_init__(self) -> None:
         entity = f"Job {self.id}"

@@ -2,24 +2,46 @@
 
 Writing each call's audit row inside the request would add a database round trip to
 every request; a buffer flushed every half second (or at 200 events) costs one. The
-buffer is flushed on shutdown within ``CERTCTL_AUDIT_FLUSH_TIMEOUT``; events still
-unwritten then are logged as lost with their count, never silently dropped.
+flusher is a supervised loop (``certctl.server.supervisor``): a failed write keeps the
+events, raises so the failure is logged, counted and retried with backoff, and a flusher
+that keeps failing turns ``/ready`` to 503.
+
+Nothing is dropped silently. While ``MAX_PENDING`` events wait, ``accepting`` is false and
+the app answers audited calls with 503 and ``Retry-After`` before doing their work, instead
+of doing work whose audit row it could not keep. Strings are escaped on the way in
+(``certctl.core.text``), so no request can produce a row the database refuses; should a
+batch still be refused for its content, the events are written one by one and any that
+cannot be stored is logged whole and counted. On shutdown the buffer is flushed within
+``CERTCTL_AUDIT_FLUSH_TIMEOUT``; events still unwritten then are logged as lost with
+their count.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Final
+
 import trio
 
-from certctl.core.model import AuditEvent
+from certctl.core.model import AuditEvent, JSONValue
+from certctl.core.text import escape_hostile
 from certctl.logging import get_logger
+from certctl.server.metrics import AUDIT_PENDING
 from certctl.store.base import Store
-from certctl.store.errors import StoreError
+from certctl.store.errors import StoreError, StoreUnavailable
 
 log = get_logger(__name__)
 
-FLUSH_EVERY = 0.5
-FLUSH_AT = 200
-MAX_PENDING = 50_000
+FLUSH_EVERY: Final = 0.5
+FLUSH_AT: Final = 200
+MAX_PENDING: Final = 50_000
+LOOP: Final = "audit_flush"
+"""The flusher's name in the supervisor, in metrics and in ``/ready``."""
+
+
+class AuditUnwritable(StoreError):
+    """Events the database refused for their content (logged whole, then set aside)."""
 
 
 class AuditBuffer:
@@ -29,39 +51,98 @@ class AuditBuffer:
         self._wake = trio.Event()
         self._lock = trio.Lock()
 
-    def add(self, event: AuditEvent) -> None:
-        if len(self._pending) >= MAX_PENDING:
-            log.error("audit_buffer_full", dropped=1, pending=len(self._pending))
-            return
-        self._pending.append(event)
-        if len(self._pending) >= FLUSH_AT:
-            self._wake.set()
+    @property
+    def accepting(self) -> bool:
+        """Whether another audited call may start (the app answers 503 otherwise)."""
+        return len(self._pending) < MAX_PENDING
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
-    async def run(self) -> None:
-        while True:
-            with trio.move_on_after(FLUSH_EVERY):
-                await self._wake.wait()
-            self._wake = trio.Event()
-            await self.flush()
+    def add(self, event: AuditEvent) -> None:
+        """Queue ``event``. Never refuses: calls are admitted only while ``accepting``, so
+        the overshoot is bounded by the requests already in flight."""
+        self._pending.append(_escaped(event))
+        AUDIT_PENDING.set(len(self._pending))
+        if len(self._pending) >= FLUSH_AT:
+            self._wake.set()
+
+    async def step(self) -> None:
+        """One flusher tick: wait for a batch or half a second, then write what is queued."""
+        with trio.move_on_after(FLUSH_EVERY):
+            await self._wake.wait()
+        self._wake = trio.Event()
+        await self.flush()
 
     async def flush(self) -> None:
+        """Write every queued event; raises (keeping the unwritten ones) if the store fails."""
+        refused = 0
         async with self._lock:
-            while self._pending:
-                batch, self._pending = self._pending[:FLUSH_AT], self._pending[FLUSH_AT:]
+            try:
+                while self._pending:
+                    batch = self._pending[:FLUSH_AT]
+                    refused += await self._write(batch)
+                    del self._pending[: len(batch)]
+            finally:
+                AUDIT_PENDING.set(len(self._pending))
+        if refused:
+            raise AuditUnwritable(
+                f"{refused} audit events were refused by the database; each is in the log "
+                "as audit_event_unwritable"
+            )
+
+    async def _write(self, batch: list[AuditEvent]) -> int:
+        """Write ``batch``; how many of its events the database refused for their content
+        (found by writing them one at a time, so the rest is not held up)."""
+        try:
+            await self._store.append_audit(batch)
+        except StoreUnavailable:
+            raise
+        except StoreError:
+            refused = 0
+            for event in batch:
                 try:
-                    await self._store.append_audit(batch)
+                    await self._store.append_audit([event])
+                except StoreUnavailable:
+                    raise
                 except StoreError as exc:
-                    self._pending[:0] = batch
-                    log.warning("audit_flush_failed", error=str(exc), pending=len(self._pending))
-                    return
+                    refused += 1
+                    log.error(  # noqa: TRY400 - the refusal is the content, not a bug
+                        "audit_event_unwritable", audit_event=repr(event), error=str(exc)
+                    )
+            return refused
+        return 0
 
     async def close(self, timeout: float) -> None:
         """Flush what is left, shielded from the shutdown's cancellation, within ``timeout``."""
         with trio.CancelScope(shield=True), trio.move_on_after(timeout):
-            await self.flush()
+            try:
+                await self.flush()
+            except StoreError as exc:
+                log.error("audit_flush_failed_at_shutdown", error=str(exc))  # noqa: TRY400
         if self._pending:
             log.error("audit_events_lost_at_shutdown", count=len(self._pending))
+
+
+def _escaped(event: AuditEvent) -> AuditEvent:
+    return replace(
+        event,
+        actor=escape_hostile(event.actor),
+        resource_id=escape_hostile(event.resource_id),
+        details=_escape_values(event.details),
+    )
+
+
+def _escape_values(details: Mapping[str, JSONValue]) -> dict[str, JSONValue]:
+    return {escape_hostile(k): _escape_value(v) for k, v in details.items()}
+
+
+def _escape_value(value: JSONValue) -> JSONValue:
+    if isinstance(value, str):
+        return escape_hostile(value, free_text=True)
+    if isinstance(value, Mapping):
+        return _escape_values(value)
+    if isinstance(value, list | tuple):
+        return [_escape_value(v) for v in value]
+    return value

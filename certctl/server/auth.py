@@ -17,12 +17,20 @@ from dataclasses import dataclass
 import trio
 
 from certctl.config import APIKey
-from certctl.core.model import ActorType, Agent
+from certctl.core.model import ActorType, Agent, KeyRole
 from certctl.services.context import Actor
 
 
 class Unauthenticated(Exception):
     """401: no credential, a malformed header, or a credential nobody issued."""
+
+
+class Throttled(Unauthenticated):
+    """429: the client's address failed authentication too often; nothing was checked."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def bearer(header: str | None) -> str:
@@ -40,13 +48,13 @@ def bearer(header: str | None) -> str:
 class _Entry:
     digest: bytes
     name: str
-    admin: bool
+    role: KeyRole
 
 
 class OperatorKeys:
     def __init__(self, keys: Sequence[APIKey]) -> None:
         self._entries = tuple(
-            _Entry(hashlib.sha256(k.key.encode()).digest(), k.name, k.admin) for k in keys
+            _Entry(hashlib.sha256(k.key.encode()).digest(), k.name, k.role) for k in keys
         )
 
     def actor(self, token: str) -> Actor | None:
@@ -57,7 +65,7 @@ class OperatorKeys:
                 found = entry
         if found is None:
             return None
-        return Actor(found.name, ActorType.USER, admin=found.admin)
+        return Actor(found.name, ActorType.USER, role=found.role)
 
 
 class AgentKeyCache:

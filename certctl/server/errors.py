@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from quart import g, jsonify
 from quart.wrappers import Response
 from quart_schema import RequestSchemaValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from certctl.core.jobs import IllegalTransition
 from certctl.logging import get_logger
@@ -35,6 +35,7 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     422: "unprocessable",
     429: "rate_limited",
+    431: "request_header_fields_too_large",
     503: "unavailable",
 }
 
@@ -72,7 +73,11 @@ def to_response(error: Exception) -> Response:
     known = _classify(error)
     if known is not None:
         status, message, code = known
-        headers = {"Retry-After": "5"} if status == 503 else None
+        headers = {}
+        if status == 503:
+            headers["Retry-After"] = "5"
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            headers["Allow"] = ", ".join(sorted(set(error.valid_methods) - {"HEAD"}))
         return error_response(status, message, code=code, headers=headers)
     log.error(
         "request_failed",
@@ -114,7 +119,7 @@ def _http_message(error: HTTPException, code: int) -> str:
     if code == 404:
         return "no such route; see /api/v1/openapi.json for the API."
     if code == 405:
-        return "method not allowed on this route; see /api/v1/openapi.json."
+        return "method not allowed on this route; use one in the Allow header."
     if code == 400:
         return "the request is malformed (JSON that does not parse?); send a JSON object."
     return (error.description or error.name or "request refused").rstrip(".") + "."

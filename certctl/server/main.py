@@ -26,6 +26,7 @@ from certctl.store.connect import open_store
 from certctl.store.errors import DataDirUnusable, StoreError
 
 if TYPE_CHECKING:
+    from certctl.server.supervisor import Supervisor
     from certctl.services.context import Services
 
 # As in certctl.cli: 1 the server could not run, 2 the configuration was refused. The
@@ -101,7 +102,9 @@ async def _serve(settings: Settings, sockets: list[socket.socket]) -> None:
                 return
 
         async with open_store(settings) as store, trio.open_nursery() as nursery:
-            app = create_app(settings, store, clock=clock, background=(_scheduler(settings),))
+            app = create_app(
+                settings, store, clock=clock, background={"scheduler": _scheduler(settings)}
+            )
             await nursery.start(watch_sighup, tls, clock)
             # Everything allocated so far (modules, app, pool) lives as long as the
             # process: moved out of the collector's reach, full collections stay short.
@@ -111,13 +114,13 @@ async def _serve(settings: Settings, sockets: list[socket.socket]) -> None:
             nursery.cancel_scope.cancel()
 
 
-def _scheduler(settings: Settings) -> Callable[[Services], Awaitable[None]]:
+def _scheduler(settings: Settings) -> Callable[[Services, Supervisor], Awaitable[None]]:
     """The scheduler loops, run in the app's nursery (see ``certctl.server.scheduler``)."""
     from certctl.server.scheduler import Intervals, Scheduler  # noqa: PLC0415 (as create_app)
 
     intervals = Intervals.from_settings(settings)
 
-    async def run(services: Services) -> None:
-        await Scheduler(services, intervals).run()
+    async def run(services: Services, supervisor: Supervisor) -> None:
+        await Scheduler(services, intervals, supervisor=supervisor).run()
 
     return run

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 HTTP_REGISTRY: Final = CollectorRegistry(auto_describe=True)
 
@@ -23,5 +23,22 @@ REQUEST_SECONDS: Final = Histogram(
 SCHEDULER_LEADER: Final = Gauge(
     "certctl_scheduler_leader",
     "1 while this process holds the scheduler lock and runs the cluster-wide loops.",
+    registry=HTTP_REGISTRY,
+)
+BACKGROUND_FAILURES: Final = Counter(
+    "certctl_background_failures",
+    "Failures of a background loop's step (logged with the traceback, then retried).",
+    ["loop"],
+    registry=HTTP_REGISTRY,
+)
+AUDIT_PENDING: Final = Gauge(
+    "certctl_audit_pending_events",
+    "Audit events buffered in this process and not yet written.",
+    registry=HTTP_REGISTRY,
+)
+AUTH_FAILURES: Final = Counter(
+    "certctl_auth_failures",
+    "Requests refused for a wrong or missing credential, and those throttled for it.",
+    ["outcome"],
     registry=HTTP_REGISTRY,
 )

@@ -1,6 +1,6 @@
-"""The scheduler: the control plane's periodic work, run as tasks in the server's nursery.
+"""The scheduler: the control plane's periodic work, as loops under the server's supervisor.
 
-Two kinds of loop. Cluster loops (renewal scan, job processor, retries, timeouts and the
+Two kinds of loop. Cluster loops (renewal scan, job processor, retries, timeouts, the
 lost-agent reaper, agent health) change shared state, so with several replicas only the
 one holding the ``scheduler`` leadership lock runs them; the others keep trying for the
 lock and take over within one election interval of the leader stepping down or dying.
@@ -8,13 +8,13 @@ Replica loops (CRL refresh, metric gauges) refresh what each process keeps for i
 CRL cache of its ``IssuerPool`` and the gauges its ``/metrics`` serves, so every replica
 runs them whether it leads or not.
 
-Every loop runs once when it starts, then on its interval. A tick never overlaps the
-previous one: ticks that fall due while one is still running are skipped with a warning,
-as the earlier implementation did. Each tick has a timeout, and a tick that fails (the
-database is down, a bug) is logged and the loop carries on: one bad issuer or one outage
-must not stop renewals for good. A leader that loses its lock finds out on its next check
-and cancels its loops; until then two replicas may both run them, which the store makes
-safe (claims skip locked rows, transitions are compare-and-set).
+Every loop runs once when it starts, then on its interval, through
+``certctl.server.supervisor``: a step that fails (the database is down, a bug) is logged,
+counted and retried with backoff, and a loop that keeps failing turns ``/ready`` to 503;
+one bad issuer or one outage never stops renewals for good. A leader that loses its lock
+finds out on its next check and cancels its loops; until then two replicas may both run
+them, which the store makes safe (claims skip locked rows, transitions are
+compare-and-set).
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ import trio
 from certctl.config import Settings
 from certctl.logging import get_logger
 from certctl.server.metrics import SCHEDULER_LEADER
+from certctl.server.supervisor import Supervisor
 from certctl.services import agents, jobs, renewal, revocation, stats
 from certctl.services.context import Services
 from certctl.store.base import Leadership
-from certctl.store.errors import StoreError, StoreUnavailable
+from certctl.store.errors import StoreError
 
 LOCK: Final = "scheduler"
 """The leadership lock's name; every replica of one control plane must use the same."""
@@ -40,6 +41,8 @@ LOCK: Final = "scheduler"
 log = get_logger(__name__)
 
 Step = Callable[[Services], Awaitable[object]]
+ELECTION: Final = "scheduler_election"
+"""The supervisor's name for the election (its failures count like a loop's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,31 +75,27 @@ class Intervals:
 
 @dataclass(frozen=True, slots=True)
 class Loop:
-    """Steps run one after the other each tick; a failing step does not stop the next."""
+    """One step, run every ``every`` and given at most ``timeout`` per tick."""
 
     name: str
     every: timedelta
     timeout: timedelta
-    steps: tuple[Step, ...]
+    step: Step
 
 
 def cluster_loops(intervals: Intervals) -> tuple[Loop, ...]:
     """The leader's loops; per-tick timeouts are the earlier implementation's."""
     return (
-        Loop("renewal", intervals.renewal, timedelta(minutes=5), (renewal.scan,)),
-        Loop("jobs", intervals.jobs, timedelta(minutes=2), (jobs.process_pending,)),
-        Loop("retries", intervals.retries, timedelta(minutes=2), (jobs.retry_due,)),
-        Loop(
-            "timeouts",
-            intervals.timeouts,
-            timedelta(minutes=4),
-            (jobs.reap_timeouts, agents.reap_lost),
-        ),
+        Loop("renewal", intervals.renewal, timedelta(minutes=5), renewal.scan),
+        Loop("jobs", intervals.jobs, timedelta(minutes=2), jobs.process_pending),
+        Loop("retries", intervals.retries, timedelta(minutes=2), jobs.retry_due),
+        Loop("timeouts", intervals.timeouts, timedelta(minutes=2), jobs.reap_timeouts),
+        Loop("lost_agents", intervals.timeouts, timedelta(minutes=2), agents.reap_lost),
         Loop(
             "agent_health",
             intervals.agent_health,
             timedelta(minutes=1),
-            (agents.update_liveness,),
+            agents.update_liveness,
         ),
     )
 
@@ -104,24 +103,25 @@ def cluster_loops(intervals: Intervals) -> tuple[Loop, ...]:
 def replica_loops(intervals: Intervals) -> tuple[Loop, ...]:
     """Every replica's loops: they refresh per-process caches and gauges."""
     return (
-        Loop(
-            "crl_refresh",
-            intervals.crl_refresh,
-            timedelta(minutes=5),
-            (revocation.refresh_crls,),
-        ),
-        Loop("gauges", intervals.gauges, timedelta(seconds=30), (stats.summary,)),
+        Loop("crl_refresh", intervals.crl_refresh, timedelta(minutes=5), revocation.refresh_crls),
+        Loop("gauges", intervals.gauges, timedelta(seconds=30), stats.summary),
     )
 
 
 class Scheduler:
-    """Runs the loops of one replica; see the module docstring."""
+    """Runs the loops of one replica under ``supervisor``; see the module docstring."""
 
     def __init__(
-        self, services: Services, intervals: Intervals | None = None, *, lock: str = LOCK
+        self,
+        services: Services,
+        intervals: Intervals | None = None,
+        *,
+        supervisor: Supervisor | None = None,
+        lock: str = LOCK,
     ) -> None:
         self._services = services
         self._intervals = intervals or Intervals()
+        self._supervisor = supervisor or Supervisor()
         self._lock = lock
         self._leader = False
 
@@ -143,10 +143,11 @@ class Scheduler:
         while True:
             try:
                 async with self._services.store.leadership(self._lock) as claim:
+                    self._supervisor.succeeded(ELECTION)
                     if claim.held:
                         await self._lead(claim)
             except StoreError as exc:
-                log.warning("scheduler election failed; trying again", error=str(exc))
+                self._supervisor.failed(ELECTION, exc)
             await trio.sleep(self._intervals.election.total_seconds())
 
     async def _lead(self, claim: Leadership) -> None:
@@ -160,6 +161,7 @@ class Scheduler:
                 for loop in cluster_loops(self._intervals):
                     nursery.start_soon(self._repeat, loop)
                 while await claim.check():
+                    self._supervisor.succeeded(ELECTION)
                     await trio.sleep(self._intervals.election.total_seconds())
                 lost = True
                 nursery.cancel_scope.cancel()
@@ -172,43 +174,15 @@ class Scheduler:
                 log.info("scheduler leadership released", lock=self._lock)
 
     async def _repeat(self, loop: Loop) -> None:
-        period = loop.every.total_seconds()
-        due = trio.current_time()
-        while True:
-            await self._tick(loop)
-            late = trio.current_time() - due
-            skipped = int(late // period)
-            if skipped:
-                log.warning(
-                    "scheduler tick overran its interval; skipping ticks",
-                    loop=loop.name,
-                    skipped=skipped,
-                )
-            due += (skipped + 1) * period
-            await trio.sleep_until(due)
+        services = self._services
 
-    async def _tick(self, loop: Loop) -> None:
-        with trio.move_on_after(loop.timeout.total_seconds()) as scope:
-            for step in loop.steps:
-                await self._step(loop, step)
-        if scope.cancelled_caught:
-            log.warning(
-                "scheduler tick timed out", loop=loop.name, timeout=loop.timeout.total_seconds()
-            )
+        async def step() -> None:
+            result = await loop.step(services)
+            log.debug("scheduler step done", loop=loop.name, result=result)
 
-    async def _step(self, loop: Loop, step: Step) -> None:
-        try:
-            result = await step(self._services)
-        except StoreUnavailable as exc:
-            log.warning(
-                "scheduler step skipped: database unavailable",
-                loop=loop.name,
-                step=step.__name__,
-                error=str(exc),
-            )
-        except Exception:
-            # Logged with its traceback and retried next tick: a loop that died here
-            # would silently stop renewals until the process restarted.
-            log.exception("scheduler step failed", loop=loop.name, step=step.__name__)
-        else:
-            log.debug("scheduler step done", loop=loop.name, step=step.__name__, result=result)
+        await self._supervisor.loop(
+            loop.name,
+            step,
+            every=loop.every.total_seconds(),
+            timeout=loop.timeout.total_seconds(),
+        )

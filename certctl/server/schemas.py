@@ -28,15 +28,45 @@ from certctl.core.model import (
     TargetType,
     VerificationStatus,
 )
+from certctl.core.text import bound_free_text, describe, hostile_in_name, hostile_in_text
 from certctl.store.base import MAX_PAGE_SIZE
 
 
 def _printable(value: str) -> str:
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError("control characters are not allowed")
+    char = hostile_in_name(value)
+    if char is not None:
+        raise ValueError(f"{describe(char)} is not allowed here (no control or bidi characters)")
     return value
 
 
+def _free_text(value: object) -> object:
+    """Multi-line output (a failed ``nginx -t``): newlines and tabs kept, other control
+    characters refused, and anything past ``FREE_TEXT_LIMIT`` cut with a marker."""
+    if not isinstance(value, str):
+        return value
+    char = hostile_in_text(value)
+    if char is not None:
+        raise ValueError(f"{describe(char)} is not allowed in text (newlines and tabs are)")
+    return bound_free_text(value)
+
+
+def _clean_json(value: dict[str, object]) -> dict[str, object]:
+    """Every key and string inside a free-form object (a target or issuer config) is a
+    name: configs hold paths, commands and host names, none of which has a newline."""
+    stack: list[object] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            _printable(item)
+    return value
+
+
+FreeText = Annotated[str, BeforeValidator(_free_text)]
 Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_printable)]
 Text = Annotated[str, Field(max_length=4096), AfterValidator(_printable)]
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
@@ -52,7 +82,7 @@ def _listed(value: object) -> object:
 
 
 Listed = BeforeValidator(_listed)
-JSONObject = Annotated[dict[str, object], Field(max_length=100)]
+JSONObject = Annotated[dict[str, object], Field(max_length=100), AfterValidator(_clean_json)]
 
 
 class Strict(BaseModel):
@@ -256,10 +286,10 @@ class CSRSubmit(Strict):
 class VerificationIn(Strict):
     status: VerificationStatus
     fingerprint: Annotated[str, Field(max_length=128)] | None = None
-    error: Text | None = None
+    error: FreeText | None = None
 
 
 class StatusReport(Strict):
     status: Literal["Completed", "Failed"]
-    error: Text | None = None
+    error: FreeText | None = None
     verification: VerificationIn | None = None

@@ -9,7 +9,9 @@ from quart import current_app
 from certctl.config import Settings
 from certctl.server.audit_log import AuditBuffer
 from certctl.server.auth import AgentKeyCache, OperatorKeys
+from certctl.server.auth_throttle import AuthThrottle
 from certctl.server.ratelimit import RateLimiter
+from certctl.server.supervisor import Supervisor
 from certctl.services.context import Services
 
 EXTENSION = "certctl"
@@ -22,6 +24,8 @@ class ServerState:
     operator_keys: OperatorKeys
     audit: AuditBuffer
     limiter: RateLimiter | None
+    supervisor: Supervisor
+    throttle: AuthThrottle
     agent_keys: AgentKeyCache = field(default_factory=AgentKeyCache)
 
 

@@ -84,6 +84,7 @@ async def create(
                 policy,
                 JobType.ISSUANCE,
                 requires_approval=profile.requires_approval,
+                requested_by=actor,
             )
         )
     stored = await services.store.create_certificate(

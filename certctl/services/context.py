@@ -12,22 +12,25 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from certctl.core.clock import Clock
-from certctl.core.model import ActorType
+from certctl.core.model import ActorType, KeyRole
 from certctl.services.issuers import IssuerPool
 from certctl.store.base import Store
 
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who asked: an operator key (by name), an agent, or the control plane itself."""
+    """Who asked: an operator key (by name, with its role), an agent, or the control plane.
+
+    ``role`` is ``None`` for agents: they never call operator routes.
+    """
 
     name: str
     type: ActorType
-    admin: bool = False
+    role: KeyRole | None = None
     agent_id: str | None = None
 
 
-SYSTEM = Actor("certctl", ActorType.SYSTEM, admin=True)
+SYSTEM = Actor("certctl", ActorType.SYSTEM, role=KeyRole.ADMIN)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from certctl.core.model import (
 from certctl.core.renewal import expiry_status, renewal_due_at
 from certctl.services import audit, metrics
 from certctl.services.context import SYSTEM, Actor, Services
-from certctl.services.errors import StateConflict
+from certctl.services.errors import Forbidden, StateConflict
 from certctl.services.profiles import profile_of
 from certctl.store.base import JobQuery
 from certctl.store.errors import Conflict, NotFound
@@ -130,6 +130,7 @@ def key_job(
     job_type: JobType,
     *,
     requires_approval: bool,
+    requested_by: Actor,
 ) -> Job:
     """An Issuance or Renewal job, waiting for its agent's CSR (or for an approval first).
 
@@ -143,6 +144,7 @@ def key_job(
         policy=policy,
         now=services.now(),
         status=JobStatus.AWAITING_APPROVAL if requires_approval else JobStatus.AWAITING_CSR,
+        requested_by=requested_by.name,
     )
 
 
@@ -164,7 +166,14 @@ async def start_key_job(
         return None
     policy = await services.store.get_policy(cert.renewal_policy_id)
     profile = await profile_of(services, cert)
-    job = key_job(services, cert, policy, kind, requires_approval=profile.requires_approval)
+    job = key_job(
+        services,
+        cert,
+        policy,
+        kind,
+        requires_approval=profile.requires_approval,
+        requested_by=actor,
+    )
     action = "renewal_job_created" if kind is JobType.RENEWAL else "issuance_job_created"
     events = [
         audit.event(
@@ -215,7 +224,17 @@ async def cancel(services: Services, actor: Actor, job_id: str) -> Job:
 
 
 async def decide_approval(services: Services, actor: Actor, job_id: str, *, approve: bool) -> Job:
+    """Approve or reject a job AwaitingApproval, by a key other than the one that asked.
+
+    The decision applies to the job as it was created: a profile edited since (approval
+    turned off, say) changes nothing for jobs already waiting.
+    """
     job = await services.store.get_job(job_id)
+    if job.requested_by and job.requested_by == actor.name:
+        raise Forbidden(
+            f"job {job_id} was requested by key {actor.name!r}, which may not also decide it "
+            "(two-person rule); have another admin key approve or reject it."
+        )
     event: core.Event = core.Approved() if approve else core.Rejected()
     try:
         return await apply(services, job, event, actor)

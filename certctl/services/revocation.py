@@ -19,7 +19,7 @@ from certctl.services import audit, jobs
 from certctl.services.context import Actor, Services
 from certctl.services.errors import StateConflict
 from certctl.services.issuers import CRL
-from certctl.store.errors import Conflict, NotFound
+from certctl.store.errors import Conflict, NotFound, StoreUnavailable
 
 
 async def revoke(
@@ -71,13 +71,29 @@ async def crl(services: Services, issuer_id: str, *, refresh: bool = False) -> C
 
 
 async def refresh_crls(services: Services) -> int:
-    """Re-sign every issuer's CRL before the cached one goes stale."""
+    """Re-sign every issuer's CRL before the cached one goes stale.
+
+    One issuer that cannot sign (its key unreadable, its configuration broken) never keeps
+    the others' CRLs from being refreshed: each is tried, and the failures are raised
+    together at the end, for the scheduler to log and count. A database outage ends the
+    round at once, since every issuer would hit it.
+    """
     count = 0
+    failures: list[Exception] = []
     for issuer in await services.store.list_issuers():
-        if issuer.enabled:
-            try:
-                await crl(services, issuer.id, refresh=True)
-                count += 1
-            except NotFound:
-                continue
+        if not issuer.enabled:
+            continue
+        try:
+            await crl(services, issuer.id, refresh=True)
+        except NotFound:
+            continue
+        except StoreUnavailable:
+            raise
+        except Exception as exc:  # one bad issuer must not stop the rest; re-raised below
+            exc.add_note(f"while refreshing the CRL of issuer {issuer.id}")
+            failures.append(exc)
+        else:
+            count += 1
+    if failures:
+        raise ExceptionGroup(f"{len(failures)} issuers could not refresh their CRL", failures)
     return count

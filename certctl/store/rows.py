@@ -434,6 +434,7 @@ JOBS: Final = Table(
         *plain("next_retry_at", "started_at", "completed_at"),
         enum_column("verification_status", VerificationStatus),
         *plain("verified_at", "verification_fingerprint", "verification_error"),
+        Column("requested_by"),
     ),
     references=(
         Reference("certificate_id", "managed_certificates"),

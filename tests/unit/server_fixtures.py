@@ -40,19 +40,27 @@ from certctl.store.memory import MemoryStore
 ENCRYPTION_KEY = "k" * 40
 OPS_KEY = "opskey-0123456789abcdef"
 VIEW_KEY = "viewkey-0123456789abcdef"
+OPERATOR_KEY = "operkey-0123456789abcdef"
+APPROVER_KEY = "apprkey-0123456789abcdef"
 BOOTSTRAP = "boot-0123456789abcdef"
 DEFAULT_ISSUER = "iss-local"
 OPS = {"Authorization": f"Bearer {OPS_KEY}"}
 VIEWER = {"Authorization": f"Bearer {VIEW_KEY}"}
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+APPROVER = {"Authorization": f"Bearer {APPROVER_KEY}"}
 BOOT = {"Authorization": f"Bearer {BOOTSTRAP}"}
 NO_OP = "/bin/true"
 
 
 def make_settings(data_dir: Path, **extra: str) -> Settings:
-    """Settings of a test app: an admin key ``ops``, a plain key ``viewer``, and ``extra``
+    """Settings of a test app: admin keys ``ops`` and ``approver`` (a second admin, for
+    the two-person rule), an ``operator`` key, a ``viewer`` key, and ``extra``
     (``CERTCTL_*`` variables) on top."""
     environ = {
-        "CERTCTL_API_KEYS": f"ops:{OPS_KEY}:admin,viewer:{VIEW_KEY}",
+        "CERTCTL_API_KEYS": (
+            f"ops:{OPS_KEY}:admin,approver:{APPROVER_KEY}:admin,"
+            f"operator:{OPERATOR_KEY}:operator,viewer:{VIEW_KEY}:viewer"
+        ),
         "CERTCTL_AGENT_BOOTSTRAP_TOKEN": BOOTSTRAP,
         "CERTCTL_DATA_DIR": str(data_dir),
         "CERTCTL_CONFIG_ENCRYPTION_KEY": ENCRYPTION_KEY,

@@ -9,6 +9,7 @@ import pytest
 
 from certctl import config
 from certctl.config import Role
+from certctl.core.model import KeyRole
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -60,6 +61,8 @@ def test_defaults_when_unset_or_empty() -> None:
         ("CERTCTL_API_KEYS", "ops:key:root"),
         ("CERTCTL_API_KEYS", "ops:key,ops:key"),
         ("CERTCTL_API_KEYS", "ops:key1:admin,ops:key2"),
+        ("CERTCTL_API_KEYS", "ops:key1:viewer,ops:key2:operator"),
+        ("CERTCTL_API_KEYS", "ops:key:Admin"),
     ],
 )
 def test_unparseable_value_is_an_error_naming_the_variable(env: str, raw: str) -> None:
@@ -85,10 +88,20 @@ def test_durations(raw: str, seconds: float) -> None:
 
 def test_api_key_rotation_allows_two_keys_per_name() -> None:
     keys = config.parse_api_keys("ops:old:admin, ops:new:admin ,ci:k")
-    assert [(k.name, k.key, k.admin) for k in keys] == [
-        ("ops", "old", True),
-        ("ops", "new", True),
-        ("ci", "k", False),
+    assert [(k.name, k.key, k.role) for k in keys] == [
+        ("ops", "old", KeyRole.ADMIN),
+        ("ops", "new", KeyRole.ADMIN),
+        ("ci", "k", KeyRole.OPERATOR),
+    ]
+
+
+def test_api_key_roles_and_the_default() -> None:
+    keys = config.parse_api_keys("a:1:viewer,b:2:operator,c:3:admin,d:4")
+    assert [k.role for k in keys] == [
+        KeyRole.VIEWER,
+        KeyRole.OPERATOR,
+        KeyRole.ADMIN,
+        KeyRole.OPERATOR,
     ]
 
 

@@ -17,7 +17,9 @@ from structlog.testing import capture_logs
 
 from certctl.core.clock import VirtualClock
 from certctl.core.model import AgentStatus, JobStatus
+from certctl.server.metrics import BACKGROUND_FAILURES
 from certctl.server.scheduler import LOCK, Intervals, Scheduler
+from certctl.server.supervisor import Supervisor
 from certctl.services import agents, jobs, renewal, revocation, stats
 from certctl.services.context import Services
 from certctl.services.issuers import IssuerDefaults, IssuerPool
@@ -75,6 +77,21 @@ def _recorder(seen: Ticks, name: str) -> Callable[[Services], Awaitable[int]]:
     return record
 
 
+def failures_of(loop: str) -> float:
+    """``certctl_background_failures_total{loop}`` as this test left it (counted since the
+    fixture reset it)."""
+    return BACKGROUND_FAILURES.labels(loop)._value.get() - _BASELINE.get(loop, 0.0)
+
+
+_BASELINE: dict[str, float] = {}
+
+
+@pytest.fixture(autouse=True)
+def _counter_baseline() -> None:
+    for loop in ("jobs", "timeouts"):
+        _BASELINE[loop] = BACKGROUND_FAILURES.labels(loop)._value.get()
+
+
 def every(period: float, until: float) -> list[float]:
     return [n * period for n in range(int(until // period) + 1)]
 
@@ -129,21 +146,31 @@ async def test_a_failing_step_is_logged_and_the_loop_goes_on(
 
     monkeypatch.setattr(jobs, "process_pending", flaky)
     monkeypatch.setattr(jobs, "reap_timeouts", broken)
+    scheduler_supervisor = Supervisor()
+    scheduler = Scheduler(
+        services(MemoryStore(), tmp_path), INTERVALS, supervisor=scheduler_supervisor
+    )
     with capture_logs() as logs:
-        async with running(Scheduler(services(MemoryStore(), tmp_path), INTERVALS)):
+        async with running(scheduler):
             await trio.sleep(35)
-    assert ticks["flaky"] == [0, 10, 20, 30]
-    assert ticks["reap_lost"] == [0, 30], "a failed step does not skip the next one"
+            assert scheduler_supervisor.unhealthy() == []  # failing, but not for 60 s yet
+            await trio.sleep(30)
+            assert scheduler_supervisor.unhealthy() == ["timeouts"]
+    # Retried after 1 s and 2 s, then back on its interval.
+    assert ticks["flaky"] == [0, 1, 3, 10, 20, 30, 40, 50, 60]
+    assert ticks["reap_lost"] == [0, 30, 60], "a failing loop does not hold up another"
     problems = Counter(
-        (e["log_level"], e["event"], e["step"], e.get("exc_info", False))
+        (e["log_level"], e["event"], e["loop"], "exc_info" in e)
         for e in logs
         if e["log_level"] in ("warning", "error")
     )
     assert problems == {
-        ("warning", "scheduler step skipped: database unavailable", "flaky", False): 1,
-        ("error", "scheduler step failed", "flaky", True): 1,
-        ("error", "scheduler step failed", "broken", True): 2,
+        ("warning", "background step failed: database unavailable", "jobs", False): 1,
+        ("error", "background step failed", "jobs", True): 1,
+        # 0, 1, 3, 7, 15, 31 and 61 s: the backoff doubles up to the loop's 30 s interval.
+        ("error", "background step failed", "timeouts", True): 7,
     }
+    assert failures_of("timeouts") == 7
 
 
 async def test_a_slow_tick_times_out_and_the_ticks_it_covered_are_skipped(
@@ -162,12 +189,17 @@ async def test_a_slow_tick_times_out_and_the_ticks_it_covered_are_skipped(
     with capture_logs() as logs:
         async with running(Scheduler(services(MemoryStore(), tmp_path), INTERVALS)):
             await trio.sleep(145)
-    # The job loop's tick timeout is 2 minutes: ticks due at 10..120 s were skipped.
-    assert ticks["stuck"] == [0, 130, 140]
-    warnings = [(e["event"], e.get("skipped")) for e in logs if e["log_level"] == "warning"]
-    assert warnings == [
-        ("scheduler tick timed out", None),
-        ("scheduler tick overran its interval; skipping ticks", 12),
+    # The job loop's tick timeout is 2 minutes: the timed-out tick is retried a second
+    # later, and the ticks due at 10..120 s are skipped.
+    assert ticks["stuck"] == [0, 121, 130, 140]
+    problems = [
+        (e["log_level"], e["event"], e.get("skipped"))
+        for e in logs
+        if e["log_level"] in ("warning", "error")
+    ]
+    assert problems == [
+        ("error", "background step failed", None),
+        ("warning", "background tick overran its interval; skipping ticks", 12),
     ]
 
 
@@ -226,8 +258,8 @@ async def test_an_election_the_database_missed_is_retried(
             await trio.sleep(5)
             assert scheduler.is_leader
     assert ticks["process_pending"] == [5]
-    warnings = [e["event"] for e in logs if e["log_level"] == "warning"]
-    assert warnings == ["scheduler election failed; trying again"]
+    warnings = [(e["event"], e["loop"]) for e in logs if e["log_level"] == "warning"]
+    assert warnings == [("background step failed: database unavailable", "scheduler_election")]
 
 
 async def test_the_real_loops_move_jobs_and_agents(

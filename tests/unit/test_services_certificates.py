@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_services_support import OPERATOR, ServiceEnv
+from test_services_support import APPROVER, OPERATOR, ServiceEnv
 
 from certctl.core.model import CertificateProfile, CertificateStatus, JobStatus, JobType
 from certctl.services import certificates, jobs
@@ -54,7 +54,7 @@ async def test_create_with_an_approval_profile_waits_for_approval(env: ServiceEn
     (job,) = await env.jobs(cert_id)
     assert job.status is JobStatus.AWAITING_APPROVAL
 
-    approved = await jobs.decide_approval(env.services, OPERATOR, job.id, approve=True)
+    approved = await jobs.decide_approval(env.services, APPROVER, job.id, approve=True)
     assert approved.status is JobStatus.PENDING
     assert await jobs.process_pending(env.services) == 1
     assert (await env.store.get_job(job.id)).status is JobStatus.AWAITING_CSR

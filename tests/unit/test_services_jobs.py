@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from test_services_support import OPERATOR, RegisteredAgent, ServiceEnv, csr
+from test_services_support import APPROVER, OPERATOR, RegisteredAgent, ServiceEnv, csr
 
 from certctl.core import jobs as core
 from certctl.core.jobs import RETRY_JITTER
@@ -226,7 +226,7 @@ async def test_rejecting_an_approval_cancels_the_job(env: ServiceEnv) -> None:
     await env.agent("web-01", "target-1")
     _, (job_id,) = await env.certificate("target-1", certificate_profile_id="prof-1")
 
-    rejected = await jobs.decide_approval(env.services, OPERATOR, job_id, approve=False)
+    rejected = await jobs.decide_approval(env.services, APPROVER, job_id, approve=False)
 
     assert rejected.status is JobStatus.CANCELLED
     with pytest.raises(StateConflict):

@@ -22,7 +22,16 @@ from typing import Any
 from conftest_store import T0, issuer, owner, policy, target, team
 
 from certctl.connectors.issuers.local import ROOT_CERT, ROOT_KEY, LocalCA, LocalCAConfig
-from certctl.core.model import ActorType, Agent, AuditEvent, Job, JobStatus, JobType, RenewalPolicy
+from certctl.core.model import (
+    ActorType,
+    Agent,
+    AuditEvent,
+    Job,
+    JobStatus,
+    JobType,
+    KeyRole,
+    RenewalPolicy,
+)
 from certctl.pki.csr import build_csr
 from certctl.pki.keys import generate_key
 from certctl.pki.names import SubjectAltNames
@@ -36,7 +45,9 @@ from certctl.store.memory import MemoryStore
 PASSPHRASE = "x" * 32
 ISSUER_ID = "issuer-1"
 POLICY_ID = "policy-1"
-OPERATOR = Actor("alice", ActorType.USER, admin=True)
+OPERATOR = Actor("alice", ActorType.USER, role=KeyRole.ADMIN)
+APPROVER = Actor("bob", ActorType.USER, role=KeyRole.ADMIN)
+"""A second admin: the two-person rule keeps ``OPERATOR`` from deciding its own jobs."""
 
 
 class SettableClock:

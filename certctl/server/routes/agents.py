@@ -9,7 +9,6 @@ from quart.wrappers import Response
 from quart_schema import validate_querystring, validate_request
 
 from certctl.core.model import Job
-from certctl.server import access
 from certctl.server.routes.common import actor, calling_agent, reply
 from certctl.server.schemas import (
     AgentRegister,
@@ -52,7 +51,6 @@ async def retire(agent_id: str, query_args: RetireQuery) -> Reply:
 
 
 @blueprint.post("/register")
-@access.bootstrap
 @validate_request(AgentRegister)
 async def register(data: AgentRegister) -> Reply:
     info = AgentInfo(data.hostname, data.os, data.architecture, data.ip_address, data.version)
@@ -61,7 +59,6 @@ async def register(data: AgentRegister) -> Reply:
 
 
 @blueprint.post("/<agent_id>/heartbeat")
-@access.agent
 @validate_request(Heartbeat)
 async def heartbeat(agent_id: str, data: Heartbeat) -> Reply:
     info = AgentInfo(data.hostname, data.os, data.architecture, data.ip_address, data.version)
@@ -70,7 +67,6 @@ async def heartbeat(agent_id: str, data: Heartbeat) -> Reply:
 
 
 @blueprint.get("/<agent_id>/work")
-@access.agent
 @validate_querystring(WorkQuery)
 async def work(agent_id: str, query_args: WorkQuery) -> Reply:
     items = await agents.work(services(), calling_agent(), resume=query_args.resume)
@@ -100,7 +96,6 @@ def _work_item(item: WorkItem) -> dict[str, object]:
 
 
 @blueprint.post("/<agent_id>/csr")
-@access.agent
 @validate_request(CSRSubmit)
 async def csr(agent_id: str, data: CSRSubmit) -> Reply:
     job, version = await agents.submit_csr(services(), calling_agent(), data.job_id, data.csr_pem)
@@ -120,7 +115,6 @@ async def csr(agent_id: str, data: CSRSubmit) -> Reply:
 
 
 @blueprint.get("/<agent_id>/certificates/<cert_id>")
-@access.agent
 async def certificate(agent_id: str, cert_id: str) -> Reply:
     cert, latest = await agents.certificate(services(), calling_agent(), cert_id)
     leaf, chain = split_chain(latest.pem_chain)
@@ -138,14 +132,12 @@ async def certificate(agent_id: str, cert_id: str) -> Reply:
 
 
 @blueprint.get("/<agent_id>/jobs/<job_id>")
-@access.agent
 async def job(agent_id: str, job_id: str) -> Reply:
     found: Job = await agents.job_of(services(), calling_agent(), job_id)
     return reply(found)
 
 
 @blueprint.post("/<agent_id>/jobs/<job_id>/status")
-@access.agent
 @validate_request(StatusReport)
 async def status(agent_id: str, job_id: str, data: StatusReport) -> Reply:
     verification = None
@@ -165,7 +157,6 @@ async def status(agent_id: str, job_id: str, data: StatusReport) -> Reply:
 
 
 @blueprint.get("/<agent_id>/targets")
-@access.agent
 async def targets(agent_id: str) -> Reply:
     found = await agents.targets(services(), calling_agent())
     return reply(

@@ -7,11 +7,10 @@ from quart import Blueprint, request
 from quart.wrappers import Response
 from werkzeug.http import unquote_etag
 
-from certctl.server import access
 from certctl.server.errors import error_response
 from certctl.server.metrics import HTTP_REGISTRY
 from certctl.server.routes.common import actor, reply
-from certctl.server.state import services
+from certctl.server.state import services, state
 from certctl.services import revocation, stats
 from certctl.services.metrics import REGISTRY
 from certctl.store.errors import StoreUnavailable
@@ -21,23 +20,35 @@ Reply = tuple[Response, int]
 
 
 @blueprint.get("/health")
-@access.public
 async def health() -> Reply:
     return reply({"status": "healthy"})
 
 
 @blueprint.get("/ready")
-@access.public
 async def ready() -> Reply | Response:
+    """200 only while the database answers, no background loop has been failing for
+    longer than its bound, and the audit buffer takes events."""
     try:
         await services().store.ready()
     except StoreUnavailable as exc:
         return error_response(503, str(exc), code="not_ready")
+    server = state()
+    failing = server.supervisor.unhealthy()
+    if failing:
+        return error_response(
+            503,
+            f"background loops are failing: {', '.join(failing)}; the log has each failure "
+            "as 'background step failed' with its loop.",
+            code="not_ready",
+        )
+    if not server.audit.accepting:
+        return error_response(
+            503, "the audit buffer is full; audit rows are not being written.", code="not_ready"
+        )
     return reply({"status": "ready", "database": "reachable"})
 
 
 @blueprint.get("/.well-known/pki/crl/<issuer_id>")
-@access.public
 async def crl(issuer_id: str) -> Response:
     current = await revocation.crl(services(), issuer_id)
     # ``if_none_match`` holds unquoted tags, and If-None-Match compares weakly.
@@ -65,4 +76,4 @@ async def summary() -> Reply:
 @blueprint.get("/api/v1/auth/check")
 async def auth_check() -> Reply:
     who = actor()
-    return reply({"status": "authenticated", "user": who.name, "admin": who.admin})
+    return reply({"status": "authenticated", "user": who.name, "role": who.role})
