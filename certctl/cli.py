@@ -74,6 +74,10 @@ def config_check(env_file: Path | None, role: str) -> None:
         click.echo(f"{env}={shown}" + ("  # default" if is_default else ""))
     try:
         config.validate(settings, role=config.Role(role), now=datetime.now(UTC))
+        if role == config.Role.AGENT:
+            from certctl.agent.policy import load_policy
+
+            load_policy(settings)
     except config.ConfigError as exc:
         click.echo(f"certctl: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
@@ -195,8 +199,9 @@ def agent_group(ctx: click.Context, env_file: Path | None, once: bool, dry_run: 
     if ctx.invoked_subcommand is not None:
         if env_file or once or dry_run:
             raise click.UsageError(
-                "--env-file, --once and --dry-run run the agent; drop them for "
-                f"`certctl agent {ctx.invoked_subcommand}`."
+                "--env-file, --once and --dry-run belong to the agent itself; drop --once "
+                f"and --dry-run, and give --env-file after `certctl agent "
+                f"{ctx.invoked_subcommand}` instead."
             )
         return
     if once and dry_run:
@@ -215,6 +220,14 @@ def agent_group(ctx: click.Context, env_file: Path | None, once: bool, dry_run: 
     sys.exit(run(settings, mode, out=click.echo, err=lambda line: click.echo(line, err=True)))
 
 
+def _agent_settings(env_file: Path | None) -> config.Settings:
+    try:
+        return config.load(_environment(env_file))
+    except config.ConfigError as exc:
+        click.echo(f"certctl: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
 @agent_group.command("validate-target")
 @click.option("--type", "type_name", required=True, help="Target type, e.g. nginx, haproxy.")
 @click.option(
@@ -227,23 +240,55 @@ def agent_group(ctx: click.Context, env_file: Path | None, once: bool, dry_run: 
 @click.option("--cert", type=click.Path(dir_okay=False, path_type=Path), help="Leaf PEM.")
 @click.option("--chain", type=click.Path(dir_okay=False, path_type=Path), help="Chain PEM.")
 @click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Key PEM.")
+@_ENV_FILE
 def agent_validate_target(
+    *,
     type_name: str,
     config_path: Path,
     cert: Path | None,
     chain: Path | None,
     key: Path | None,
+    env_file: Path | None,
 ) -> None:
-    """Validate a target config and dry-run its deploy, changing nothing.
+    """Validate a target config against this host's policy and dry-run its deploy,
+    changing nothing.
 
     Without --cert/--key a throwaway self-signed certificate is staged. Exit 0: valid and
-    the checks passed; 2: the config (or a file given) is unusable; 1: a check failed.
+    the checks passed; 2: the config (or a file given, or the host policy) is unusable;
+    1: a check failed or the host policy refuses the target.
     """
+    from certctl.agent.policy import load_policy
     from certctl.connectors.targets.dry_run import validate_target
 
-    status, message = validate_target(type_name, config_path, cert, chain, key)
+    try:
+        policy = load_policy(_agent_settings(env_file))
+    except config.ConfigError as exc:
+        click.echo(f"certctl: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    status, message = validate_target(type_name, config_path, cert, chain, key, guard=policy)
     click.echo(f"certctl: {message}", err=status != 0)
     sys.exit(status)
+
+
+@agent_group.group("policy")
+def agent_policy() -> None:
+    """The host policy: what the control plane may make this agent write and run."""
+
+
+@agent_policy.command("show")
+@_ENV_FILE
+def agent_policy_show(env_file: Path | None) -> None:
+    """Print the effective host policy (CERTCTL_AGENT_POLICY_FILE over the built-in one)
+    as TOML; exit 2 if the policy file is refused."""
+    from certctl.agent.policy import load_policy
+
+    try:
+        policy = load_policy(_agent_settings(env_file))
+    except config.ConfigError as exc:
+        click.echo(f"certctl: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    for line in policy.describe():
+        click.echo(line)
 
 
 @main.group("server", invoke_without_command=True)

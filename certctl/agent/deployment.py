@@ -1,7 +1,8 @@
 """A Deployment job on this host: the newest version, its local key, the target's connector.
 
 Everything that can go wrong before or during the deploy becomes a ``Failed`` report with
-one reason an operator can act on; only the control plane refusing the agent itself
+one reason an operator can act on (a host policy refusal, checked before the engine
+writes anything, names the policy key to change); only the control plane refusing the agent itself
 (``AgentRetired``, ``Unauthorized``) escapes. The deploy engine guarantees that a failed
 deploy left the previous files in place (or says it did not, with ``RollbackFailed``), so
 the report is the whole story.
@@ -24,6 +25,7 @@ from certctl.agent.control_plane import (
     WorkItem,
 )
 from certctl.agent.keystore import KeyStore, KeyStoreError, spki_sha256
+from certctl.agent.policy import HostPolicy
 from certctl.agent.targets import connector_for
 from certctl.config import Settings
 from certctl.connectors.targets.base import TargetConfigInvalid
@@ -60,9 +62,15 @@ class Deployer:
     """Deploys work items, one at a time per target (``trio.Lock`` per target id)."""
 
     def __init__(
-        self, settings: Settings, control_plane: ControlPlane, keys: KeyStore, engine: Engine
+        self,
+        settings: Settings,
+        control_plane: ControlPlane,
+        keys: KeyStore,
+        engine: Engine,
+        policy: HostPolicy,
     ) -> None:
         self._settings = settings
+        self._policy = policy
         self._control_plane = control_plane
         self._keys = keys
         self._engine = engine
@@ -104,6 +112,7 @@ class Deployer:
                     material.cert_pem.encode(),
                     material.chain_pem.encode(),
                     private_key_pem(key),
+                    guard=self._policy,
                 )
             except VerifyFailed as exc:
                 failure = Verification(VerificationStatus.FAILED, error=str(exc))

@@ -3,8 +3,8 @@
 Exit codes are what systemd's ``Restart=on-failure`` acts on: 0 when the agent was
 retired (restarting it would only be refused again) or stopped by SIGTERM/SIGINT, 1 for
 a runtime failure, 2 for a configuration the agent refuses before any connection (an
-``http://`` URL, an unreadable CA bundle, an empty bootstrap token). Every refusal is one
-line naming the variable and the fix.
+``http://`` URL, an unreadable CA bundle, an empty bootstrap token, a host policy file
+others can write). Every refusal is one line naming the variable and the fix.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from certctl.agent.control_plane import (
     Unauthorized,
 )
 from certctl.agent.http import HttpControlPlane
+from certctl.agent.policy import load_policy
 from certctl.agent.runner import Agent, JobOutcome, TargetCheck
 from certctl.agent.state import IDENTITY_FILE
 from certctl.config import ConfigError, Settings
@@ -53,26 +54,25 @@ def run(
     ``settings``, which checks the URL and the CA bundle before anything connects.
     """
     try:
+        policy = load_policy(settings)
         if control_plane is None:
-            with_http = HttpControlPlane.from_settings(settings)
-            return trio.run(_with_http, with_http, settings, mode, out, err)
-        return trio.run(_run, control_plane, settings, mode, out, err)
+            client = HttpControlPlane.from_settings(settings)
+            agent = Agent(settings, client, policy=policy)
+            return trio.run(_with_http, client, agent, mode, out, err)
+        agent = Agent(settings, control_plane, policy=policy)
+        return trio.run(_run, agent, mode, out, err)
     except ConfigError as exc:
         err(f"certctl: {exc}")
         return EXIT_CONFIG
 
 
-async def _with_http(
-    client: HttpControlPlane, settings: Settings, mode: Mode, out: Say, err: Say
-) -> int:
+async def _with_http(client: HttpControlPlane, agent: Agent, mode: Mode, out: Say, err: Say) -> int:
     async with client:
-        return await _run(client, settings, mode, out, err)
+        return await _run(agent, mode, out, err)
 
 
-async def _run(
-    control_plane: ControlPlane, settings: Settings, mode: Mode, out: Say, err: Say
-) -> int:
-    agent = Agent(settings, control_plane)
+async def _run(agent: Agent, mode: Mode, out: Say, err: Say) -> int:
+    settings = agent.settings
     try:
         if mode is Mode.ONCE:
             outcomes = await _until_signal(agent.run_once)

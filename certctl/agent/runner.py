@@ -41,6 +41,7 @@ from certctl.agent.control_plane import (
 )
 from certctl.agent.deployment import Deployer, Report
 from certctl.agent.keystore import KeyStore, KeyStoreError
+from certctl.agent.policy import HostPolicy, load_policy
 from certctl.agent.state import (
     StateUnusable,
     StoredIdentity,
@@ -53,7 +54,7 @@ from certctl.config import ConfigError, Settings
 from certctl.connectors.targets.base import TargetConfigInvalid, sample_material
 from certctl.core.backoff import Backoff
 from certctl.core.model import JobStatus, JobType
-from certctl.deploy import Engine, RollbackFailed, ValidateFailed
+from certctl.deploy import Engine, PolicyRefused, RollbackFailed, ValidateFailed
 from certctl.logging import get_logger
 from certctl.pki.errors import PKIError
 
@@ -103,9 +104,12 @@ class Agent:
         *,
         facts: HostFacts | None = None,
         random: Callable[[], float] = _random.random,
+        policy: HostPolicy | None = None,
     ) -> None:
-        """``random`` jitters the poll backoff; tests pass a constant."""
+        """``random`` jitters the poll backoff; tests pass a constant. ``policy`` is the
+        host policy, loaded from the settings when not given (``ConfigError`` if unusable)."""
         self._settings = settings
+        self._policy = policy if policy is not None else load_policy(settings)
         self._control_plane = control_plane
         self._facts = facts or host_facts()
         self._random = random
@@ -119,6 +123,10 @@ class Agent:
             jitter=BACKOFF_JITTER,
         )
         self._stopped_by: ControlPlaneError | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
 
     async def start(self) -> NoReturn:
         """Run until cancelled; raises ``AgentRetired`` (or ``Unauthorized``) to stop."""
@@ -174,7 +182,7 @@ class Agent:
                     reload_error=recovery.reload_error,
                     warnings=list(recovery.warnings),
                 )
-        return Deployer(self._settings, self._control_plane, self._keys, engine)
+        return Deployer(self._settings, self._control_plane, self._keys, engine, self._policy)
 
     async def _identity(self, *, retry: bool) -> AgentIdentity:
         """The stored identity, or a new registration with the bootstrap token."""
@@ -354,9 +362,9 @@ class Agent:
         material = await trio.to_thread.run_sync(sample_material, name)
         try:
             dry = await connector.validate_only(
-                material.cert_pem, material.chain_pem, material.key_pem
+                material.cert_pem, material.chain_pem, material.key_pem, guard=self._policy
             )
-        except ValidateFailed as exc:
+        except (ValidateFailed, PolicyRefused) as exc:
             return TargetCheck(target, False, str(exc))
         ran = "; ".join(shlex.join(check.argv) for check in dry.checks) or "no commands"
         notes = "".join(f" Note: {note}" for note in dry.notes)

@@ -26,6 +26,11 @@ class PlanInvalid(DeployError):
     """The plan cannot be applied as written; nothing was touched."""
 
 
+class PolicyRefused(PlanInvalid):
+    """The host's policy does not allow a path, mode, owner or command of the plan; it was
+    refused before anything was written or run. The message names the policy key."""
+
+
 class ValidateFailed(DeployError):
     """The staged material or the target's validate command was rejected; live files intact."""
 

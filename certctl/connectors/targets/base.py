@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import trio
 from cryptography import x509
@@ -158,6 +158,17 @@ class DryRun:
     notes: tuple[str, ...]
 
 
+class Guard(Protocol):
+    """The host's say over a plan (the agent's host policy): it raises ``PolicyRefused``
+    naming the policy key, before a file is written or a command run."""
+
+    def check(self, target_type: TargetType, plan: Plan) -> None:
+        """Refuse ``plan`` unless this host allows its paths, modes, owners and commands."""
+
+    def check_probe(self, target_type: TargetType, argv: Command) -> None:
+        """Refuse the dry run's probe unless its program is one this target may run."""
+
+
 def sample_material(
     server_name: str, key: SigningKey | None = None, now: datetime | None = None
 ) -> Material:
@@ -280,10 +291,21 @@ class Connector(ABC, Generic[C]):
         )
 
     async def deploy(
-        self, engine: Engine, cert_pem: bytes, chain_pem: bytes, key_pem: bytes
+        self,
+        engine: Engine,
+        cert_pem: bytes,
+        chain_pem: bytes,
+        key_pem: bytes,
+        *,
+        guard: Guard | None = None,
     ) -> Result:
-        """Apply the plan through ``engine`` and verify the endpoint; see ``certctl.deploy``."""
+        """Apply the plan through ``engine`` and verify the endpoint; see ``certctl.deploy``.
+
+        ``guard`` sees the plan first: the agent always passes its host policy.
+        """
         plan = self.plan(cert_pem, chain_pem, key_pem)
+        if guard is not None:
+            guard.check(self.target_type, plan)
         leaf = Material(cert_pem, chain_pem, key_pem).leaf()
         return await engine.deploy(plan, self.verifier(leaf))
 
@@ -295,14 +317,18 @@ class Connector(ABC, Generic[C]):
         *,
         runner: Runner | None = None,
         now: datetime | None = None,
+        guard: Guard | None = None,
     ) -> DryRun:
         """The dry run: stage the planned files in a private temporary directory, check
         them in-process, have the server's binary load them (``probe``), then run the
         target's validate command. No live file is written and nothing is reloaded.
 
-        Raises ``ValidateFailed`` with the failing command's output.
+        Raises ``ValidateFailed`` with the failing command's output, or ``PolicyRefused``
+        when ``guard`` would refuse the real deploy or the probe (before any command).
         """
         plan = self.plan(cert_pem, chain_pem, key_pem)
+        if guard is not None:
+            guard.check(self.target_type, plan)
         run = (runner or SubprocessRunner()).run
         checks: list[Check] = []
         notes: list[str] = []
@@ -312,6 +338,8 @@ class Connector(ABC, Generic[C]):
                 [_moved(f, staged[f.path]) for f in plan.files], now or datetime.now(UTC)
             )
             probe = self.probe(staged, workdir)
+            if guard is not None and probe is not None:
+                guard.check_probe(self.target_type, probe)
             commands = [c for c in (probe, plan.validate) if c is not None]
             if probe is not None and shutil.which(probe[0]) is None:
                 commands.remove(probe)

@@ -24,7 +24,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator
 
 from certctl.connectors.targets.base import write_probe
-from certctl.connectors.targets.fields import CommandLine, parse_command_field
+from certctl.connectors.targets.fields import CommandLine, Program, parse_command_field
 from certctl.connectors.targets.local import CertDir, CertDirConfig
 from certctl.core.model import TargetType
 from certctl.deploy import Command
@@ -48,7 +48,7 @@ class CaddyConfig(CertDirConfig):
     admin_api: Annotated[str, AfterValidator(_admin_url)] = DEFAULT_ADMIN_API
     reload_command: CommandLine | None = None
     validate_command: CommandLine | None = None
-    binary: str = "caddy"
+    binary: Program = "caddy"
 
 
 class Caddy(CertDir[CaddyConfig]):

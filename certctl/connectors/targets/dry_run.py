@@ -15,9 +15,9 @@ from typing import Any
 
 import trio
 
-from certctl.connectors.targets.base import Material, TargetConfigInvalid, sample_material
+from certctl.connectors.targets.base import Guard, Material, TargetConfigInvalid, sample_material
 from certctl.connectors.targets.registry import load_connector
-from certctl.deploy import ValidateFailed
+from certctl.deploy import PolicyRefused, ValidateFailed
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -64,7 +64,10 @@ def validate_target(
     cert: Path | None = None,
     chain: Path | None = None,
     key: Path | None = None,
+    *,
+    guard: Guard | None = None,
 ) -> tuple[int, str]:
+    """Validate and dry-run one target config; ``guard`` is the host policy to apply."""
     try:
         connector = load_connector(type_name, _config(config_path))
         name = connector.config.post_deploy_verify.server_name or "localhost"
@@ -72,11 +75,15 @@ def validate_target(
     except (_Unusable, TargetConfigInvalid) as exc:
         return EXIT_INVALID, str(exc)
     run = functools.partial(
-        connector.validate_only, material.cert_pem, material.chain_pem, material.key_pem
+        connector.validate_only,
+        material.cert_pem,
+        material.chain_pem,
+        material.key_pem,
+        guard=guard,
     )
     try:
         dry = trio.run(run)
-    except ValidateFailed as exc:
+    except (ValidateFailed, PolicyRefused) as exc:
         return EXIT_FAILED, _one_line(str(exc))
     ran = "; ".join(shlex.join(check.argv) for check in dry.checks) or "no commands"
     notes = "".join(f" Note: {note}" for note in dry.notes)

@@ -21,7 +21,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from certctl.connectors.targets.base import Material
-from certctl.connectors.targets.fields import CommandLine, FileMode, FileName
+from certctl.connectors.targets.fields import Account, CommandLine, FileMode, FileName
 from certctl.connectors.targets.local import CertDir, CertDirConfig
 from certctl.core.model import TargetType
 from certctl.deploy import Command, File, Role
@@ -35,8 +35,8 @@ class EnvoyConfig(CertDirConfig):
 
     chain_file: FileName | None = None
     chain_file_mode: FileMode = Field(default="0644", validate_default=True)
-    chain_file_owner: str | None = None
-    chain_file_group: str | None = None
+    chain_file_owner: Account | None = None
+    chain_file_group: Account | None = None
     sds_config: bool = False
     sds_file: FileName = "sds.json"
     reload_command: CommandLine | None = None

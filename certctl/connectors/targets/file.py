@@ -23,7 +23,7 @@ from cryptography import x509
 from pydantic import model_validator
 
 from certctl.connectors.targets.base import Connector, Material
-from certctl.connectors.targets.fields import AbsolutePath, CommandLine, FileMode
+from certctl.connectors.targets.fields import AbsolutePath, Account, CommandLine, FileMode
 from certctl.connectors.targets.local import FileSettings, leaf_file
 from certctl.core.model import TargetType
 from certctl.deploy import Command, Endpoint, File, FileDefaults, Role
@@ -41,12 +41,12 @@ class FileConfig(FileSettings):
     key_path: AbsolutePath
     chain_path: AbsolutePath | None = None
     chain_file_mode: FileMode | None = None
-    chain_file_owner: str | None = None
-    chain_file_group: str | None = None
+    chain_file_owner: Account | None = None
+    chain_file_group: Account | None = None
     fullchain_path: AbsolutePath | None = None
     fullchain_file_mode: FileMode | None = None
-    fullchain_file_owner: str | None = None
-    fullchain_file_group: str | None = None
+    fullchain_file_owner: Account | None = None
+    fullchain_file_group: Account | None = None
     reload_command: CommandLine | None = None
     validate_command: CommandLine | None = None
 

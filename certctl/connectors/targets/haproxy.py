@@ -18,7 +18,7 @@ from certctl.connectors.targets.base import (
     service_defaults,
     write_probe,
 )
-from certctl.connectors.targets.fields import AbsolutePath, CommandLine, FileMode
+from certctl.connectors.targets.fields import AbsolutePath, Account, CommandLine, FileMode, Program
 from certctl.connectors.targets.local import OwnedFiles
 from certctl.core.model import TargetType
 from certctl.deploy import Command, File, FileDefaults, Role
@@ -31,11 +31,11 @@ class HAProxyConfig(OwnedFiles):
 
     pem_path: AbsolutePath
     pem_file_mode: FileMode = Field(default="0600", validate_default=True)
-    pem_file_owner: str | None = None
-    pem_file_group: str | None = None
+    pem_file_owner: Account | None = None
+    pem_file_group: Account | None = None
     reload_command: CommandLine
     validate_command: CommandLine | None = None
-    binary: str = "haproxy"
+    binary: Program = "haproxy"
 
 
 class HAProxy(Connector[HAProxyConfig]):

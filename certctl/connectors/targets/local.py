@@ -16,7 +16,13 @@ from typing import Any, ClassVar, Self, TypeVar
 from pydantic import Field, model_validator
 
 from certctl.connectors.targets.base import Connector, Material, TargetConfig, service_defaults
-from certctl.connectors.targets.fields import AbsolutePath, CommandLine, FileMode, FileName
+from certctl.connectors.targets.fields import (
+    AbsolutePath,
+    Account,
+    CommandLine,
+    FileMode,
+    FileName,
+)
 from certctl.deploy import Command, File, FileDefaults, Role
 
 
@@ -57,11 +63,11 @@ class FileSettings(OwnedFiles):
     owned_files: ClassVar[tuple[str, ...]] = ("cert", "key")
 
     cert_file_mode: FileMode | None = None
-    cert_file_owner: str | None = None
-    cert_file_group: str | None = None
+    cert_file_owner: Account | None = None
+    cert_file_group: Account | None = None
     key_file_mode: FileMode | None = None
-    key_file_owner: str | None = None
-    key_file_group: str | None = None
+    key_file_owner: Account | None = None
+    key_file_group: Account | None = None
 
 
 def leaf_file(settings: FileSettings, path: str, material: Material, with_chain: bool) -> File:
@@ -78,8 +84,8 @@ class LocalFilesConfig(FileSettings):
     key_path: AbsolutePath
     chain_path: AbsolutePath | None = None
     chain_file_mode: FileMode | None = None
-    chain_file_owner: str | None = None
-    chain_file_group: str | None = None
+    chain_file_owner: Account | None = None
+    chain_file_group: Account | None = None
     reload_command: CommandLine
     validate_command: CommandLine
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from certctl.connectors.targets.base import write_probe
+from certctl.connectors.targets.fields import Program
 from certctl.connectors.targets.local import LocalFiles, LocalFilesConfig
 from certctl.core.model import TargetType
 from certctl.deploy import Command
 
 
 class NginxConfig(LocalFilesConfig):
-    binary: str = "nginx"
+    binary: Program = "nginx"
 
 
 class Nginx(LocalFiles[NginxConfig]):
