@@ -353,6 +353,84 @@ def server_init_tls(directory: Path, hosts: tuple[str, ...], force: bool) -> Non
     click.echo(f"CERTCTL_SERVER_CA_BUNDLE_PATH={made.ca_path}")
 
 
+@main.group("issuer")
+def issuer_group() -> None:
+    """Issuers managed on the server host (CA keys never travel through the API)."""
+
+
+@issuer_group.command("import-ca")
+@click.option(
+    "--cert",
+    "cert_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM: the CA certificate, then any issuers above it.",
+)
+@click.option(
+    "--key",
+    "key_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM: the CA's private key (unencrypted; it is sealed on import).",
+)
+@click.option("--id", "issuer_id", required=True, help="Id of the new issuer, e.g. iss-corp.")
+@click.option("--name", default=None, help="Display name (default: the CA's subject).")
+@_ENV_FILE
+def issuer_import_ca(
+    *,
+    cert_path: Path,
+    key_path: Path,
+    issuer_id: str,
+    name: str | None,
+    env_file: Path | None,
+) -> None:
+    """Create a LocalCA issuer that signs with an existing CA or sub-CA.
+
+    Reads the server's configuration (database, data dir, encryption key), checks the CA
+    (a CA certificate, matching key, valid now, chain in order), seals its key into the
+    issuer's data dir and creates the issuer. Exit 0 on success, 1 when the CA or the id
+    is refused, 2 when the configuration is.
+    """
+    import re
+
+    from certctl.core.clock import SystemClock
+    from certctl.core.model import ActorType
+    from certctl.services import inventory
+    from certctl.services.context import Actor
+    from certctl.services.errors import ServiceError
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", issuer_id):
+        click.echo(
+            f"certctl: --id {issuer_id!r} is not an id; use letters, digits, '.', '_', '-'.",
+            err=True,
+        )
+        sys.exit(1)
+    try:
+        cert_pem, key_pem = cert_path.read_bytes(), key_path.read_bytes()
+    except OSError as exc:
+        click.echo(f"certctl: cannot read {exc.filename} ({exc.strerror}); check it.", err=True)
+        sys.exit(1)
+    settings = _db_settings(env_file)
+    actor = Actor(f"cli:{os.environ.get('USER', 'root')}", ActorType.USER)
+
+    async def run(store: PostgresStore) -> str:
+        from certctl.server.app import build_services
+
+        services = build_services(settings, store, SystemClock())
+        try:
+            issuer = await inventory.import_local_ca(
+                services, actor, issuer_id, name or issuer_id, cert_pem=cert_pem, key_pem=key_pem
+            )
+        except ServiceError as exc:
+            return f"certctl: {exc.message}"
+        return f"imported CA as issuer {issuer.id}; certificates may now use issuer_id={issuer.id}"
+
+    outcome = _with_store(settings, run)
+    failed = outcome.startswith("certctl:")
+    click.echo(outcome, err=failed)
+    sys.exit(1 if failed else 0)
+
+
 @main.command("demo")
 @click.option(
     "--duration",

@@ -20,7 +20,7 @@ import random as _random
 import shlex
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import NoReturn
 
@@ -54,6 +54,7 @@ from certctl.config import ConfigError, Settings
 from certctl.connectors.targets.base import TargetConfigInvalid, sample_material
 from certctl.core.backoff import Backoff
 from certctl.core.model import JobStatus, JobType
+from certctl.core.text import report_text
 from certctl.deploy import Engine, PolicyRefused, RollbackFailed, ValidateFailed
 from certctl.logging import get_logger
 from certctl.pki.errors import PKIError
@@ -332,16 +333,38 @@ class Agent:
 
     async def _report(self, identity: AgentIdentity, item: WorkItem, report: Report) -> None:
         """Shielded: the deploy happened, so the control plane should hear of it even
-        while the agent shuts down; bounded so shutdown is not held up for long."""
+        while the agent shuts down; bounded so shutdown is not held up for long.
+
+        Error texts (command output, often several lines) go through ``report_text``,
+        which escapes control characters and bounds the length, so the control plane can
+        always take the report. Should it still refuse the body (an older server with
+        stricter rules), the status goes again with a one-line reason, so that a job
+        never stays Running because its error could not be stored.
+        """
+        verification = report.verification
+        if verification is not None and verification.error is not None:
+            verification = replace(verification, error=report_text(verification.error))
+        error = None if report.error is None else report_text(report.error)
         with trio.CancelScope(shield=True), trio.move_on_after(REPORT_GRACE):
             try:
-                await self._control_plane.report_status(
-                    identity,
-                    item.job_id,
-                    report.status,
-                    error=report.error,
-                    verification=report.verification,
-                )
+                try:
+                    await self._control_plane.report_status(
+                        identity, item.job_id, report.status, error=error, verification=verification
+                    )
+                except ControlPlaneError as exc:
+                    if exc.status not in (400, 422) or isinstance(exc, FATAL):
+                        raise
+                    _log.warning(
+                        "the control plane refused the report; sending it plainly",
+                        job_id=item.job_id,
+                        error=str(exc),
+                    )
+                    await self._control_plane.report_status(
+                        identity,
+                        item.job_id,
+                        report.status,
+                        error=None if error is None else _plain(error),
+                    )
             except FATAL:
                 raise
             except ControlPlaneError as exc:
@@ -369,6 +392,12 @@ class Agent:
         ran = "; ".join(shlex.join(check.argv) for check in dry.checks) or "no commands"
         notes = "".join(f" Note: {note}" for note in dry.notes)
         return TargetCheck(target, True, f"dry run passed (ran: {ran}).{notes}")
+
+
+def _plain(error: str) -> str:
+    """A reason any control plane accepts: printable ASCII on one line, short."""
+    text = " | ".join(line.strip() for line in error.splitlines() if line.strip())
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:1000]
 
 
 def _transient(exc: ControlPlaneError) -> bool:

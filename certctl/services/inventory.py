@@ -11,17 +11,21 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, TypeVar
 
+import trio
+
+from certctl.connectors.issuers.local import import_ca
 from certctl.connectors.targets.base import TargetConfigInvalid
 from certctl.connectors.targets.registry import load_connector
 from certctl.core.model import Issuer, IssuerType, JSONValue, RenewalPolicy, Target
+from certctl.pki.errors import PKIError
 from certctl.services import audit
 from certctl.services.context import SYSTEM, Actor, Services
 from certctl.services.errors import InvalidInput
+from certctl.services.issuers import DEFAULT_ISSUER_ID
 from certctl.store.errors import Conflict, NotFound
 
 _E = TypeVar("_E")
 
-DEFAULT_ISSUER_ID: Final = "iss-local"
 DEFAULT_POLICY_ID: Final = "rp-default"
 
 
@@ -64,6 +68,46 @@ async def check_target_agent(services: Services, target: Target) -> None:
 
 def check_issuer(services: Services, issuer: Issuer) -> None:
     services.issuers.local_config(issuer)
+
+
+async def import_local_ca(
+    services: Services,
+    actor: Actor,
+    issuer_id: str,
+    name: str,
+    *,
+    cert_pem: bytes,
+    key_pem: bytes,
+) -> Issuer:
+    """A LocalCA issuer signing with an operator's existing CA (or sub-CA).
+
+    Run on the server host (``certctl issuer import-ca``), never through the API: the CA
+    is checked, its key sealed into the issuer's data dir like a generated root's, and
+    only then is the issuer created. An id already in use is refused before anything is
+    written.
+    """
+    try:
+        await services.store.get_issuer(issuer_id)
+    except NotFound:
+        pass
+    else:
+        raise InvalidInput(
+            f"issuer {issuer_id!r} already exists; import under a new --id.", field="id"
+        )
+    issuer = Issuer(issuer_id, name, IssuerType.LOCAL_CA, {})
+    config = services.issuers.local_config(issuer)
+    passphrase = services.issuers.defaults.passphrase or ""
+    try:
+        authority = await trio.to_thread.run_sync(
+            import_ca, config.data_dir, cert_pem, key_pem, passphrase, services.now()
+        )
+    except PKIError as exc:
+        raise InvalidInput(str(exc)) from exc
+    subject = authority.certificate.subject.rfc4514_string()
+    event = audit.event(
+        services, actor, "issuer_imported", "issuer", issuer_id, details={"subject": subject}
+    )
+    return await services.store.create_issuer(issuer, audit=[event])
 
 
 async def ensure_defaults(services: Services, *, issuer_config: Mapping[str, JSONValue]) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Final
 
 import trio
 
@@ -30,9 +31,22 @@ class CRL:
     generated_at: datetime
 
 
+DEFAULT_ISSUER_ID: Final = "iss-local"
+"""The local CA every installation starts with; the only one ``CERTCTL_CA_CERT_PATH`` and
+``CERTCTL_CA_KEY_PATH`` (server-side sub-CA mode) apply to."""
+CONFIG_KEYS: Final = frozenset({"common_name", "leaf_validity_days"})
+"""What a local CA issuer's config may hold. CA material is never among them: a key path
+from the API would let any admin key point the server at any CA key it can read."""
+
+
 @dataclass(frozen=True, slots=True)
 class IssuerDefaults:
-    """Process-wide issuer settings: where CA data lives and what seals its keys."""
+    """Process-wide issuer settings: where CA data lives and what seals its keys.
+
+    ``ca_cert_path``/``ca_key_path`` are the server's sub-CA (from its own settings),
+    used by the default issuer only; every other local CA keeps its own CA in its data
+    dir, generated there or imported with ``certctl issuer import-ca``.
+    """
 
     data_dir: Path
     passphrase: str | None = None
@@ -64,11 +78,21 @@ class IssuerPool:
             return ca
 
     def local_config(self, issuer: Issuer) -> LocalCAConfig:
+        """The connector config of ``issuer``; ``InvalidInput`` naming the field at fault."""
         if issuer.type is not IssuerType.LOCAL_CA:
             raise InvalidInput(f"issuer type {issuer.type} is not supported; use LocalCA.")
         config = issuer.config
-        cert_path = _path(config, "ca_cert_path") or self.defaults.ca_cert_path
-        key_path = _path(config, "ca_key_path") or self.defaults.ca_key_path
+        for key in sorted(set(config) - CONFIG_KEYS):
+            hint = (
+                "CA material is never taken from the API; import an existing CA on the server "
+                "host with `certctl issuer import-ca --cert ... --key ...`"
+                if key in ("ca_cert_path", "ca_key_path")
+                else f"a LocalCA config takes {', '.join(sorted(CONFIG_KEYS))}"
+            )
+            raise InvalidInput(f"config.{key} is not accepted; {hint}.", field=f"config.{key}")
+        own_default = issuer.id == DEFAULT_ISSUER_ID
+        cert_path = self.defaults.ca_cert_path if own_default else None
+        key_path = self.defaults.ca_key_path if own_default else None
         validity_days = _validity_days(config)
         base = self.defaults.crl_base_url
         return LocalCAConfig(
@@ -119,12 +143,3 @@ def _validity_days(config: Mapping[str, JSONValue]) -> int | None:
             field="config.leaf_validity_days",
         )
     return value
-
-
-def _path(config: Mapping[str, JSONValue], key: str) -> Path | None:
-    value = config.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise InvalidInput(f"config.{key} must be a file path string.", field=f"config.{key}")
-    return Path(value)

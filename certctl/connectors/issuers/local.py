@@ -1,7 +1,9 @@
 """The local CA issuer: a self-signed root or an operator's sub-CA, kept in a data dir.
 
 Self-signed mode makes an ECDSA P-256 root on first start and keeps it (the key sealed
-with the configuration passphrase) in the data dir: the earlier implementation made a new
+with the configuration passphrase) in the data dir, unless ``import_ca`` put an
+operator's CA there first (``certctl issuer import-ca``, on the server host: CA keys never
+travel through the API): the earlier implementation made a new
 root in memory on every start, so every certificate issued before a restart stopped
 chaining to the root that clients had been told to trust. Sub-CA mode loads the
 operator's CA certificate (optionally followed by the certificates above it) and key, and
@@ -9,7 +11,7 @@ refuses to start unless they can sign today.
 
 Data dir layout (one directory per issuer; files 0600, written atomically)::
 
-    ca.pem            self-signed root certificate (self-signed mode only)
+    ca.pem            the CA certificate, then any issuers above it (self-signed or imported)
     ca-key.sealed     its private key, sealed for this certificate (see pki.sealed)
     revocations.json  revoked serials and the last CRL number
     .lock             flock target: server worker processes share the directory
@@ -22,7 +24,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -39,7 +41,7 @@ from certctl.pki.ca import CertificateAuthority, format_serial, parse_serial, se
 from certctl.pki.crl import Revocation, build_crl
 from certctl.pki.csr import load_csr
 from certctl.pki.errors import PKIError
-from certctl.pki.keys import ECDSA_P256, generate_key, private_key_pem
+from certctl.pki.keys import ECDSA_P256, SigningKey, generate_key, private_key_pem
 from certctl.pki.names import NO_NAMES, SubjectAltNames
 from certctl.pki.pem import (
     MAX_PEM_BYTES,
@@ -231,22 +233,70 @@ def _root(config: LocalCAConfig, now: datetime) -> CertificateAuthority:
     cert_path, key_path = config.data_dir / ROOT_CERT, config.data_dir / ROOT_KEY
     passphrase = config.passphrase
     if cert_path.exists():
-        cert = _read(cert_path, "root certificate", load_certificates)[0]
+        certs = _read(cert_path, "CA certificate", load_certificates)
         key = _read(
             key_path,
-            "root key",
-            lambda blob: load_private_key(unseal(blob, passphrase, _root_aad(cert))),
+            "CA key",
+            lambda blob: load_private_key(unseal(blob, passphrase, _root_aad(certs[0]))),
         )
     else:
         key = generate_key(ECDSA_P256)
-        cert = self_signed_root(key, config.common_name, now, config.root_lifetime)
-        # The certificate is written last: its presence marks a complete pair, so a crash
-        # in between leaves no root and the next start makes a new one.
-        write_atomic(key_path, seal(private_key_pem(key), passphrase, _root_aad(cert)))
-        write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        certs = [self_signed_root(key, config.common_name, now, config.root_lifetime)]
+        _store(config.data_dir, certs, key, passphrase)
     return CertificateAuthority.load(
-        cert, key, (), now, source=f"root certificate {cert_path}", crl_url=config.crl_url
+        certs[0],
+        key,
+        tuple(certs[1:]),
+        now,
+        source=f"CA certificate {cert_path}",
+        crl_url=config.crl_url,
     )
+
+
+def _store(
+    data_dir: Path, certs: Sequence[x509.Certificate], key: SigningKey, passphrase: str
+) -> None:
+    """The key sealed for its certificate, then the certificates: ``ca.pem`` is written
+    last, so its presence marks a complete pair and a crash in between leaves none."""
+    write_atomic(data_dir / ROOT_KEY, seal(private_key_pem(key), passphrase, _root_aad(certs[0])))
+    write_atomic(
+        data_dir / ROOT_CERT,
+        b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in certs),
+    )
+
+
+def import_ca(
+    data_dir: Path, cert_pem: bytes, key_pem: bytes, passphrase: str, now: datetime
+) -> CertificateAuthority:
+    """Keep an operator's CA (certificate, then any issuers above it, and its key) in
+    ``data_dir`` as a local CA does its own root: the key sealed with ``passphrase``.
+
+    Checked first (a CA certificate, the key matches, valid now, the chain in order);
+    refuses a ``data_dir`` that already holds a CA, whose issued certificates and CRL
+    would stop chaining.
+    """
+    if not passphrase:
+        raise LocalCAError(
+            "importing a CA seals its key with the configuration passphrase; set "
+            "CERTCTL_CONFIG_ENCRYPTION_KEY."
+        )
+    if (data_dir / ROOT_CERT).exists() or (data_dir / ROOT_KEY).exists():
+        raise LocalCAError(
+            f"{data_dir} already holds a CA; import under another issuer id, or move that "
+            "directory away if the issuer is no longer used."
+        )
+    try:
+        certs = load_certificates(cert_pem)
+        key = load_private_key(key_pem)
+    except PKIError as exc:
+        raise LocalCAError(f"the CA to import is not usable: {exc}") from exc
+    authority = CertificateAuthority.load(
+        certs[0], key, tuple(certs[1:]), now, source="the CA certificate to import"
+    )
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with _locked(data_dir / LOCK):
+        _store(data_dir, certs, key, passphrase)
+    return authority
 
 
 def _root_aad(cert: x509.Certificate) -> bytes:
