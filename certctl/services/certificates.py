@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from certctl.core.model import (
     CertificateStatus,
     CertificateVersion,
+    JobStatus,
     JobType,
     ManagedCertificate,
     Target,
@@ -145,7 +146,9 @@ async def renew(services: Services, actor: Actor, cert_id: str, *, force: bool) 
     """Start a Renewal (or, before the first version, Issuance) job; returns its id.
 
     Without ``force`` a renewal already under way is a conflict; with it, the running
-    key job is cancelled and a new one replaces it.
+    key job is cancelled and a new one replaces it. A replaced job that was awaiting
+    approval passes its approval on: the new job awaits one too, whatever the profile
+    says now, so a force can never skip an approval that was owed.
     """
     cert = await services.store.get_certificate(cert_id)
     if cert.status in CLOSED:
@@ -161,6 +164,7 @@ async def renew(services: Services, actor: Actor, cert_id: str, *, force: bool) 
             f"certificate {cert_id} already has {existing[0].type} job {existing[0].id} "
             f"({existing[0].status}); wait for it or pass force=true."
         )
+    owed = any(old.status is JobStatus.AWAITING_APPROVAL for old in existing)
     for old in existing:
         await jobs.cancel(services, actor, old.id)
     has_version = await services.store.latest_version(cert_id) is not None
@@ -168,7 +172,7 @@ async def renew(services: Services, actor: Actor, cert_id: str, *, force: bool) 
     # Cancelling hands the certificate back its clock-driven status: start from that one.
     cert = await services.store.get_certificate(cert_id) if existing else cert
     try:
-        started = await jobs.start_key_job(services, actor, cert, kind)
+        started = await jobs.start_key_job(services, actor, cert, kind, approval_owed=owed)
     except Conflict:
         started = None
     if started is None:

@@ -67,7 +67,12 @@ class IssuerPool:
         async with self._lock:
             ca = self._open.get(issuer.id)
             if ca is None:
-                config = self.local_config(issuer)
+                try:
+                    config = self.local_config(issuer)
+                except InvalidInput as exc:
+                    raise InvalidInput(
+                        f"issuer {issuer.id} cannot be opened: {exc.message}", field=exc.field
+                    ) from exc
                 try:
                     ca = await trio.to_thread.run_sync(LocalCA.open, config, now)
                 except PKIError as exc:

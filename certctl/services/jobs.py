@@ -153,11 +153,14 @@ async def start_key_job(
     actor: Actor,
     cert: ManagedCertificate,
     kind: JobType,
+    *,
+    approval_owed: bool = False,
     **details: JSONValue,
 ) -> Job | None:
     """Create an Issuance or Renewal job for ``cert`` with its audit event, unless a key
     job is already active (then ``None``: one CSR at a time per certificate).
 
+    ``approval_owed``: the job replaces one that awaited approval, so it awaits one too.
     A Renewal moves the certificate to RenewalInProgress in the same transaction, from
     the status in ``cert`` (``Conflict`` if it changed since): a crash can never leave
     the job without the status or the status without the job.
@@ -171,7 +174,7 @@ async def start_key_job(
         cert,
         policy,
         kind,
-        requires_approval=profile.requires_approval,
+        requires_approval=profile.requires_approval or approval_owed,
         requested_by=actor,
     )
     action = "renewal_job_created" if kind is JobType.RENEWAL else "issuance_job_created"

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from certctl.testing.policy import allowing, write_policy
+
 
 def certctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CERTCTL_")}
@@ -97,7 +99,7 @@ def test_a_value_that_does_not_parse_exits_2(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["agent", "--once", "--dry-run"], "--once and --dry-run exclude each other"),
-        (["agent", "--once", "validate-target", "--type", "file", "--config", "x"], "drop them"),
+        (["agent", "--once", "validate-target", "--type", "file", "--config", "x"], "drop --once"),
     ],
 )
 def test_conflicting_options_are_usage_errors(args: list[str], message: str) -> None:
@@ -110,7 +112,12 @@ def test_validate_target_is_still_a_subcommand(tmp_path: Path) -> None:
     config = tmp_path / "target.json"
     live = tmp_path / "live"
     config.write_text(f'{{"cert_path": "{live}/cert.pem", "key_path": "{live}/key.pem"}}')
-    result = certctl("agent", "validate-target", "--type", "file", "--config", str(config), env={})
+    argv = ("agent", "validate-target", "--type", "file", "--config", str(config))
+    refused = certctl(*argv, env={})
+    assert refused.returncode == 1, refused.stderr
+    assert "outside connectors.file.write_roots (/etc/ssl/certctl)" in refused.stderr
+    policy = write_policy(tmp_path / "policy" / "agent.toml", allowing([live]))
+    result = certctl(*argv, env={"CERTCTL_AGENT_POLICY_FILE": str(policy)})
     assert result.returncode == 0, result.stderr
     assert "File target config is valid and the dry run passed" in result.stdout
     assert not live.exists()

@@ -39,6 +39,7 @@ from certctl.agent.control_plane import (
     WorkItem,
 )
 from certctl.agent.keystore import KeyStore
+from certctl.agent.policy import HostPolicy
 from certctl.agent.process import Mode, run
 from certctl.agent.runner import Agent
 from certctl.core.model import JobStatus, JobType, KeyAlgorithm, VerificationStatus
@@ -48,6 +49,7 @@ from certctl.pki.keys import signature_hash
 from certctl.pki.pem import certificates_pem, fingerprint_sha256, load_certificates
 from certctl.testing.certs import intermediate_ca, root_ca
 from certctl.testing.material import Issuer
+from certctl.testing.policy import allowing
 
 FACTS = HostFacts(hostname="web-01.example.test", os="linux", version="test")
 IDENTITY = AgentIdentity("agent-1", "agent-key-1")
@@ -55,7 +57,7 @@ NOW = datetime.now(UTC)
 
 # Fails once each time the flag file exists (removing it), so the rollback's second reload
 # succeeds: exactly a reload that choked on the new files.
-RELOAD_SCRIPT = """
+RELOAD_SCRIPT = f"""#!{sys.executable}
 import os, sys
 flag = sys.argv[1]
 if os.path.exists(flag):
@@ -264,8 +266,16 @@ def file_target(live: Path, **extra: Any) -> TargetSpec:
     return TargetSpec("target-1", "files", "File", config | extra)
 
 
+def policy_for(settings: config.Settings) -> HostPolicy:
+    """Writes in the test's ``live`` directory; ``true``, ``false`` and the test's reload
+    script, with any arguments."""
+    root = settings.effective_agent_state_dir.parent
+    programs = ("true", "false", str(root / "reload.py"))
+    return allowing([root / "live"], prefixes=[[p] for p in programs])
+
+
 def agent(settings: config.Settings, double: ControlPlaneDouble) -> Agent:
-    return Agent(settings, double, facts=FACTS, random=lambda: 0.0)
+    return Agent(settings, double, facts=FACTS, random=lambda: 0.0, policy=policy_for(settings))
 
 
 async def test_a_csr_job_stores_the_key_and_submits_the_names(
@@ -351,7 +361,8 @@ async def test_a_failing_reload_reports_the_failure_and_keeps_the_old_files(
 ) -> None:
     script, flag = tmp_path / "reload.py", tmp_path / "fail-next-reload"
     script.write_text(RELOAD_SCRIPT)
-    target = file_target(live, reload_command=[sys.executable, str(script), str(flag)])
+    script.chmod(0o755)
+    target = file_target(live, reload_command=[str(script), str(flag)])
     double.targets_of["cert-1"] = [target]
     runner = agent(settings, double)
     double.want_csr("cert-1", "www.example.test", ["www.example.test"])
@@ -443,7 +454,7 @@ async def test_jitter_only_shortens_the_wait(
     settings: config.Settings, double: ControlPlaneDouble, autojump_clock: trio.abc.Clock
 ) -> None:
     double.work_errors = [ControlPlaneError("down")] * 3
-    runner = Agent(settings, double, facts=FACTS, random=lambda: 0.999)
+    runner = Agent(settings, double, facts=FACTS, random=lambda: 0.999, policy=policy_for(settings))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(runner.start)
         while len(double.work_times) < 4:

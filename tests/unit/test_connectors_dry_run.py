@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-import sys
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,10 @@ from certctl.connectors.targets.registry import load_connector
 from certctl.core.model import TargetType
 from certctl.deploy import Command, CommandFailed, ValidateFailed
 from certctl.testing.material import Issuer, Material
+from certctl.testing.policy import allowing, write_policy
+
+BINARY = shutil.which("true") or "/bin/true"
+"""A program present everywhere, standing in for the server binary the recorder never runs."""
 
 
 class Recorder:
@@ -53,7 +57,7 @@ def nginx(live: Path, **extra: Any) -> dict[str, Any]:
         "key_path": str(live / "key.pem"),
         "reload_command": "nginx -s reload",
         "validate_command": "nginx -t",
-        "binary": sys.executable,  # present everywhere; the recorder never runs it
+        "binary": BINARY,
     } | extra
 
 
@@ -69,7 +73,7 @@ async def test_probe_loads_staged_copies_and_nothing_live_is_touched(
     probe, validate = recorder.calls
     assert validate == ("nginx", "-t")
     assert ("nginx", "-s", "reload") not in recorder.calls
-    assert probe[:2] == (sys.executable, "-t")
+    assert probe[:2] == (BINARY, "-t")
     (conf,) = (text for path, text in recorder.files.items() if path.endswith(".conf"))
     staged_cert = re.search(r"ssl_certificate (\S+);", conf)
     staged_key = re.search(r"ssl_certificate_key (\S+);", conf)
@@ -87,7 +91,7 @@ async def test_haproxy_probe_binds_the_staged_combined_pem(
     tmp_path: Path, version: Material
 ) -> None:
     config = {"pem_path": str(tmp_path / "site.pem"), "reload_command": "true"}
-    connector = load_connector(TargetType.HAPROXY, config | {"binary": sys.executable})
+    connector = load_connector(TargetType.HAPROXY, config | {"binary": BINARY})
     recorder = Recorder()
     await connector.validate_only(
         version.cert_pem, version.chain_pem, version.key_pem, runner=recorder
@@ -96,7 +100,7 @@ async def test_haproxy_probe_binds_the_staged_combined_pem(
     (cfg,) = recorder.files.values()
     assert re.search(r"bind 127\.0\.0\.1:9 ssl crt \S+site\.pem", cfg)
     assert str(tmp_path) not in cfg
-    assert probe == (sys.executable, "-c", "-f", next(iter(recorder.files)))
+    assert probe == (BINARY, "-c", "-f", next(iter(recorder.files)))
 
 
 async def test_a_failing_check_is_a_validate_failure_with_its_output(
@@ -108,7 +112,7 @@ async def test_a_failing_check_is_a_validate_failure_with_its_output(
             version.cert_pem,
             version.chain_pem,
             version.key_pem,
-            runner=Recorder(fail=sys.executable),
+            runner=Recorder(fail=BINARY),
         )
 
 
@@ -208,12 +212,19 @@ def test_cli_prints_one_line_and_exits_with_the_status(tmp_path: Path) -> None:
             "validate_command": "false",
         },
     )
-    runner = CliRunner()
+    allowed = allowing([tmp_path], [["false"], ["postfix", "reload"]])
+    policy = write_policy(tmp_path / "policy" / "p.toml", allowed)
+    runner = CliRunner(env={"CERTCTL_AGENT_POLICY_FILE": str(policy)})
     result = runner.invoke(
         main, ["agent", "validate-target", "--type", "postfix", "--config", str(config)]
     )
     assert result.exit_code == 1
     assert result.output == "certctl: dry run: false exited with status 1; nothing was changed.\n"
+    refused = CliRunner().invoke(
+        main, ["agent", "validate-target", "--type", "postfix", "--config", str(config)]
+    )
+    assert refused.exit_code == 1
+    assert "connectors.postfix.write_roots" in refused.output
     result = runner.invoke(
         main, ["agent", "validate-target", "--type", "nope", "--config", str(config)]
     )

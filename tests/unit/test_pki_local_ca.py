@@ -108,7 +108,7 @@ def test_leaves_live_the_configured_validity_capped_by_max_ttl_seconds(tmp_path:
 def test_wrong_passphrase_is_refused_naming_the_key_file(tmp_path: Path) -> None:
     LocalCA.open(self_signed(tmp_path), NOW)
     with pytest.raises(
-        LocalCAError, match=f"root key {tmp_path / ROOT_KEY}: .*CERTCTL_CONFIG_ENCRYPTION_KEY"
+        LocalCAError, match=f"CA key {tmp_path / ROOT_KEY}: .*CERTCTL_CONFIG_ENCRYPTION_KEY"
     ):
         LocalCA.open(
             self_signed(tmp_path, passphrase="another passphrase entirely, 32+ bytes"), NOW
@@ -148,7 +148,7 @@ def test_a_key_without_its_certificate_is_an_interrupted_start_and_is_replaced(
 def test_an_expired_root_is_refused(tmp_path: Path) -> None:
     LocalCA.open(self_signed(tmp_path, root_lifetime=timedelta(days=30)), NOW)
     with pytest.raises(
-        CAError, match=f"root certificate {tmp_path / ROOT_CERT} is valid only from"
+        CAError, match=f"CA certificate {tmp_path / ROOT_CERT} is valid only from"
     ):
         LocalCA.open(self_signed(tmp_path), NOW + timedelta(days=31))
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from certctl.core.model import (
     JobType,
 )
 from certctl.services import agents, certificates, jobs, metrics
-from certctl.services.errors import InvalidInput, StateConflict
+from certctl.services.errors import Forbidden, InvalidInput, StateConflict
 from certctl.store.base import Store
 
 INTERVAL = 600
@@ -230,7 +231,42 @@ async def test_rejecting_an_approval_cancels_the_job(env: ServiceEnv) -> None:
 
     assert rejected.status is JobStatus.CANCELLED
     with pytest.raises(StateConflict):
-        await jobs.decide_approval(env.services, OPERATOR, job_id, approve=True)
+        await jobs.decide_approval(env.services, APPROVER, job_id, approve=True)
+
+
+@pytest.mark.parametrize("approve", [True, False])
+async def test_the_requesting_key_cannot_decide_its_own_job(
+    env: ServiceEnv, approve: bool
+) -> None:
+    await env.store.create_profile(CertificateProfile("prof-1", "gated", requires_approval=True))
+    await env.agent("web-01", "target-1")
+    _, (job_id,) = await env.certificate("target-1", certificate_profile_id="prof-1")
+    assert (await env.store.get_job(job_id)).requested_by == OPERATOR.name
+
+    with pytest.raises(Forbidden, match="two-person rule"):
+        await jobs.decide_approval(env.services, OPERATOR, job_id, approve=approve)
+
+    assert (await env.store.get_job(job_id)).status is JobStatus.AWAITING_APPROVAL
+    decided = await jobs.decide_approval(env.services, APPROVER, job_id, approve=approve)
+    assert decided.status is not JobStatus.AWAITING_APPROVAL
+
+
+async def test_a_profile_change_does_not_release_jobs_awaiting_approval(env: ServiceEnv) -> None:
+    gated = CertificateProfile("prof-1", "gated", requires_approval=True)
+    await env.store.create_profile(gated)
+    await env.agent("web-01", "target-1")
+    cert_id, (job_id,) = await env.certificate("target-1", certificate_profile_id="prof-1")
+
+    await env.store.update_profile(replace(gated, requires_approval=False))
+    for _ in range(3):
+        await jobs.process_pending(env.services)
+        await jobs.retry_due(env.services)
+
+    assert (await env.store.get_job(job_id)).status is JobStatus.AWAITING_APPROVAL
+    # Forcing a new job in its place does not skip the approval it owed either.
+    replacement = await certificates.renew(env.services, OPERATOR, cert_id, force=True)
+    assert (await env.store.get_job(job_id)).status is JobStatus.CANCELLED
+    assert (await env.store.get_job(replacement)).status is JobStatus.AWAITING_APPROVAL
 
 
 async def test_cancelling_a_retrying_job_stops_its_retry(env: ServiceEnv) -> None:
