@@ -337,6 +337,16 @@ def _toml(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def write_policy(path: Path, policy: HostPolicy) -> Path:
+    """``policy`` as the TOML file ``load_policy`` reads, at ``path``: the file 0644, its
+    directory made 0755 (both owned by whoever runs this), as the checks require."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o755)
+    path.write_text("\n".join(policy.describe()) + "\n", encoding="utf-8")
+    path.chmod(0o644)
+    return path
+
+
 # --------------------------------------------------------------------------- loading
 
 

@@ -62,6 +62,14 @@ class DemoNginx:
     def cert_dir(self, site: str) -> Path:
         return self.cert_root / site
 
+    @property
+    def reload_argv(self) -> list[str]:
+        return [*self._base(), "-s", "reload"]
+
+    @property
+    def validate_argv(self) -> list[str]:
+        return [*self._base(), "-t", "-q"]
+
     def _base(self) -> list[str]:
         return [
             self.binary,
@@ -103,8 +111,8 @@ class DemoNginx:
             "cert_path": str(files / "cert.pem"),
             "key_path": str(files / "key.pem"),
             "binary": self.binary,
-            "reload_command": [*self._base(), "-s", "reload"],
-            "validate_command": [*self._base(), "-t", "-q"],
+            "reload_command": self.reload_argv,
+            "validate_command": self.validate_argv,
             "post_deploy_verify": {
                 "endpoint": f"127.0.0.1:{self.port}",
                 "server_name": self.sites[site],

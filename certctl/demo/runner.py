@@ -32,10 +32,12 @@ from types import FrameType
 from typing import Any
 
 from certctl import config
+from certctl.agent.policy import write_policy
 from certctl.demo import processes
 from certctl.demo.api import Api, ApiError
 from certctl.demo.live import Snapshot, View, clock, summarize
 from certctl.demo.nginx import DemoNginx, NginxFailed, find_nginx
+from certctl.demo.policy import agent_policy
 from certctl.demo.processes import Child, StartFailed
 from certctl.demo.seed import AGENTS, CERTIFICATES, Inventory, seed
 
@@ -108,6 +110,7 @@ class Demo:
     server: Child | None = None
     agents: list[Child] = field(default_factory=list)
     nginx: DemoNginx | None = None
+    planned_nginx: DemoNginx | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -155,10 +158,28 @@ class Demo:
         )
 
     def start_agents(self) -> dict[str, str] | None:
-        """Start the agents; their ids by name once all have registered (``None``: stopped)."""
-        for name in AGENTS:
+        """Start the agents; their ids by name once all have registered (``None``: stopped).
+
+        Each runs with a host policy allowing exactly what the demo deploys through it
+        (``certctl.demo.policy``), so NGINX is planned here, before it starts.
+        """
+        binary = find_nginx()
+        if binary is not None:
+            self.planned_nginx = DemoNginx(
+                binary,
+                self.directory / "nginx",
+                self.directory / "targets" / AGENTS[0] / "nginx",
+                NGINX_SITES,
+            )
+        for index, name in enumerate(AGENTS):
             home = self.directory / "agents" / name
             home.mkdir(parents=True, exist_ok=True)
+            policy = agent_policy(
+                self.directory / "targets" / name,
+                home / "state",
+                self.planned_nginx if index == 0 else None,
+            )
+            policy_file = write_policy(home / "policy" / "agent-policy.toml", policy)
             values = {
                 "CERTCTL_SERVER_URL": self.url,
                 "CERTCTL_SERVER_CA_BUNDLE_PATH": str(self.ca_path),
@@ -168,6 +189,7 @@ class Demo:
                 "CERTCTL_AGENT_STATE_DIR": str(home / "state"),
                 "CERTCTL_AGENT_POLL_INTERVAL": AGENT_INTERVAL,
                 "CERTCTL_AGENT_HEARTBEAT_INTERVAL": AGENT_INTERVAL,
+                "CERTCTL_AGENT_POLICY_FILE": str(policy_file),
                 "CERTCTL_LOG_LEVEL": "info",
             }
             env_file = self._env_file(f"{name}.env", values, config.Role.AGENT, home)
@@ -192,19 +214,13 @@ class Demo:
         return None
 
     def start_nginx(self) -> None:
-        binary = find_nginx()
-        if binary is None:
+        nginx = self.planned_nginx
+        if nginx is None:
             self.say(
                 "certctl demo: nginx is not installed, so every target is a File target "
                 "(install nginx to see NGINX deploys verified by a TLS handshake)"
             )
             return
-        nginx = DemoNginx(
-            binary,
-            self.directory / "nginx",
-            self.directory / "targets" / AGENTS[0] / "nginx",
-            NGINX_SITES,
-        )
         try:
             nginx.start()
         except (NginxFailed, OSError) as exc:
@@ -243,6 +259,7 @@ class Demo:
         self.say(f"  API key          {self.api_key}   (operator 'demo', admin)")
         self.say(f"  bootstrap token  {self.bootstrap_token}")
         self.say(f"  env files        {self.directory / 'server.env'}, agents/<name>/<name>.env")
+        self.say("  host policies    agents/<name>/policy/agent-policy.toml (what each may deploy)")
         self.say("")
         self.say("List the inventory from another shell:")
         self.say(
@@ -250,7 +267,10 @@ class Demo:
             f"{self.url}/api/v1/certificates"
         )
         self.say("The README's API tour uses these variables:")
-        self.say(f"  export DEMO_URL={self.url} DEMO_CA={ca} DEMO_KEY={self.api_key}")
+        where = shlex.quote(str(self.directory))
+        self.say(
+            f"  export DEMO_URL={self.url} DEMO_CA={ca} DEMO_KEY={self.api_key} DEMO_DIR={where}"
+        )
         self.say("An agent of your own joins with this env file (see docs/agent.md):")
         self.say(f"  CERTCTL_SERVER_URL={self.url}")
         self.say(f"  CERTCTL_SERVER_CA_BUNDLE_PATH={self.ca_path}")

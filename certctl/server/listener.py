@@ -47,11 +47,10 @@ __all__ = [
     "watch_sighup",
 ]
 
-# Go's http.Server in the earlier implementation: 30 s to read a request, 60 s idle.
 # The TLS handshake gets 10 s: a slow or stalled client must not hold a slot for a minute.
+# Reading a request (CERTCTL_SERVER_READ_TIMEOUT, 30 s) and idle keep-alive connections
+# (CERTCTL_SERVER_IDLE_TIMEOUT, 60 s) are settings, as in Go's http.Server.
 HANDSHAKE_TIMEOUT = 10.0
-READ_TIMEOUT = 30
-IDLE_TIMEOUT = 60.0
 # How long in-flight requests may finish after a shutdown request before they are cut.
 GRACEFUL_TIMEOUT = 30.0
 BACKLOG = 1024
@@ -71,7 +70,7 @@ class ListenerConfig(Config):
     instead is what lets a SIGHUP reload reach new handshakes.
     """
 
-    def __init__(self, tls: ReloadableTLS) -> None:
+    def __init__(self, tls: ReloadableTLS, settings: Settings) -> None:
         self._tls = tls
         self.worker_class = "trio"
         # Requests are logged by the application with its request ids; hypercorn's
@@ -80,8 +79,8 @@ class ListenerConfig(Config):
         self.errorlog = logging.getLogger("hypercorn.error")
         self.include_server_header = False
         self.ssl_handshake_timeout = HANDSHAKE_TIMEOUT
-        self.read_timeout = READ_TIMEOUT
-        self.keep_alive_timeout = IDLE_TIMEOUT
+        self.read_timeout = max(1, round(settings.server_read_timeout.total_seconds()))
+        self.keep_alive_timeout = settings.server_idle_timeout.total_seconds()
         self.graceful_timeout = GRACEFUL_TIMEOUT
         self.backlog = BACKLOG
 
@@ -167,7 +166,7 @@ async def serve(
     try:
         await worker_serve(
             ASGIWrapper(app),
-            ListenerConfig(tls),
+            ListenerConfig(tls, settings),
             sockets=Sockets(
                 secure_sockets=list(sockets) if sockets is not None else owned,
                 insecure_sockets=[],

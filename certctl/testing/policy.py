@@ -2,8 +2,8 @@
 
 Tests deploy into temporary directories and run hooks of their own, which the built-in
 policy rightly refuses. ``allowing`` builds the policy such a test needs as an object;
-``write_policy`` writes it as a ``CERTCTL_AGENT_POLICY_FILE`` (root-owned, mode 0644, in
-a directory only its owner can write) for tests that start an agent process.
+``write_policy`` (the agent's own) writes it as a ``CERTCTL_AGENT_POLICY_FILE`` for tests
+that start an agent process.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from certctl.agent.policy import BUILT_IN, HostPolicy, Rules
+from certctl.agent.policy import BUILT_IN, HostPolicy, Rules, write_policy
+
+__all__ = ["allowing", "rules_allowing", "write_policy"]
 
 Argv = Sequence[str]
 
@@ -53,13 +55,3 @@ def allowing(
     rules = rules_allowing(roots, commands, prefixes)
     protected = () if state_dir is None else (str(Path(state_dir).absolute()),)
     return HostPolicy(dict.fromkeys(BUILT_IN, rules), None, protected)
-
-
-def write_policy(path: Path, policy: HostPolicy) -> Path:
-    """``policy`` as a TOML file at ``path`` (directory made 0755, file 0644), for an
-    agent process to load as its ``CERTCTL_AGENT_POLICY_FILE``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.parent.chmod(0o755)
-    path.write_text("\n".join(policy.describe()) + "\n", encoding="utf-8")
-    path.chmod(0o644)
-    return path
