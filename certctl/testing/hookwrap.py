@@ -1,9 +1,10 @@
 """Wrap a deploy hook to count its runs and fail it on purpose (tests only).
 
-``python hookwrap.py RECORD [--fail-once MARKER] -- ARGV...`` runs ARGV, appends a line to
+``hookwrap RECORD [--fail-once MARKER] -- ARGV...`` runs ARGV, appends a line to
 RECORD, and, when MARKER does not exist yet, creates it and exits 1 *after* ARGV ran: a
 reload that really reloaded the new files and then reported failure, the hardest case
-for a rollback. Standard library only, run by path with ``-I -S`` so it starts fast.
+for a rollback. Standard library only, run as an executable copy
+(``certctl.testing.scripts``) with ``-I -S`` so it starts fast.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ Command = tuple[str, ...]
 def wrap(argv: Command, record: str, fail_once: str | None = None) -> Command:
     """argv that runs ``argv`` through this script."""
     extra = ("--fail-once", fail_once) if fail_once is not None else ()
-    return (sys.executable, "-I", "-S", os.path.abspath(__file__), record, *extra, "--", *argv)
+    from certctl.testing.scripts import executable  # noqa: PLC0415 - never run as a script
+
+    return (executable(__file__), record, *extra, "--", *argv)
 
 
 def main(args: Sequence[str]) -> int:

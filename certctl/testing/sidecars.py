@@ -27,7 +27,6 @@ import smtplib
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.parse
@@ -45,6 +44,7 @@ from certctl.core.model import TargetType
 from certctl.deploy import Command, Endpoint
 from certctl.pki.pem import fingerprint_sha256
 from certctl.testing import haproxy_reload
+from certctl.testing.scripts import executable
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "containers" / "sidecars"
 START_TIMEOUT = 20.0
@@ -179,7 +179,7 @@ class HAProxy(Server):
         cfg, master = f"{place.conf}/haproxy.cfg", f"{place.run}/master.sock"
         return Commands(
             start=(self.binary, "-W", "-db", "-S", master, "-f", cfg),
-            reload=(sys.executable, "-I", "-S", haproxy_reload.__file__, master),
+            reload=(executable(haproxy_reload.__file__), master),
             validate=(self.binary, "-c", "-q", "-f", cfg),
         )
 
