@@ -57,7 +57,8 @@ def bound_free_text(value: str, limit: int = FREE_TEXT_LIMIT) -> str:
     """``value`` cut to ``limit`` characters, the cut marked with how many were dropped.
 
     The head is kept, since the first lines of a failure usually name its cause; the
-    marker is counted inside the limit, so the result is never longer than ``limit``.
+    marker is counted inside the limit, so the result is never longer than ``limit``
+    (unless ``limit`` is shorter than the marker itself, when only the marker is left).
     """
     if len(value) <= limit:
         return value

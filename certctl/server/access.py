@@ -53,6 +53,8 @@ _PUBLIC, _BOOT, _AGENT = Access.PUBLIC, Access.BOOTSTRAP, Access.AGENT
 _VIEW, _OPS, _ADMIN = Access.VIEWER, Access.OPERATOR, Access.ADMIN
 
 _INVENTORY: Final = ("teams", "owners", "renewal_policies", "profiles", "issuers", "targets")
+_DELETABLE: Final = ("teams", "owners", "renewal_policies", "profiles", "issuers")
+"""Targets are retired with their agent, never deleted on their own."""
 
 ROUTES: Final[Mapping[str, Access]] = MappingProxyType(
     {
@@ -80,8 +82,9 @@ ROUTES: Final[Mapping[str, Access]] = MappingProxyType(
         **{
             f"inventory.{verb}_{kind}": _ADMIN
             for kind in _INVENTORY
-            for verb in ("create", "update", "delete")
+            for verb in ("create", "update")
         },
+        **{f"inventory.delete_{kind}": _ADMIN for kind in _DELETABLE},
         # agents as operators see them
         "agents.list_agents": _VIEW,
         "agents.get_agent": _VIEW,

@@ -24,6 +24,7 @@ from quart import Response, g, request
 from quart.json.provider import DefaultJSONProvider, JSONProvider
 from quart_schema import QuartSchema
 from quart_trio import QuartTrio
+from quart_trio.wrappers import TrioRequest
 
 from certctl.config import AuthType, Settings
 from certctl.core.clock import Clock
@@ -34,7 +35,7 @@ from certctl.server.audit_log import LOOP as AUDIT_LOOP
 from certctl.server.audit_log import AuditBuffer
 from certctl.server.auth import OperatorKeys, Throttled, Unauthenticated, bearer
 from certctl.server.auth_throttle import AuthThrottle, Window
-from certctl.server.errors import error_response, to_response
+from certctl.server.errors import BodyRefused, error_response, to_response
 from certctl.server.metrics import AUTH_FAILURES, REQUEST_SECONDS
 from certctl.server.ratelimit import RateLimiter, retry_after
 from certctl.server.routes import agents, certificates, inventory, jobs, system
@@ -93,6 +94,14 @@ class _CheckedJSON(DefaultJSONProvider):
         return value
 
 
+class _Request(TrioRequest):
+    """quart-trio's request, telling the client why its JSON body was refused (quart
+    says only "bad request", which leaves the client guessing between a typo and a NUL)."""
+
+    def on_json_loading_failed(self, error: Exception) -> Any:
+        raise BodyRefused(str(error))
+
+
 def build_services(settings: Settings, store: Store, clock: Clock) -> Services:
     defaults = IssuerDefaults(
         data_dir=settings.effective_data_dir,
@@ -120,6 +129,7 @@ def create_app(
     """The app; ``background`` tasks (the scheduler, by name) run in the app's nursery
     under ``supervisor`` while serving, beside the audit flusher."""
     app = QuartTrio("certctl", root_path=str(Path(__file__).parent), static_folder=None)
+    app.request_class = _Request
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_size
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = None
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False

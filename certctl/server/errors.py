@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from quart import g, jsonify
 from quart.wrappers import Response
 from quart_schema import RequestSchemaValidationError
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed
 
 from certctl.core.jobs import IllegalTransition
 from certctl.logging import get_logger
@@ -38,6 +38,10 @@ _HTTP_CODES = {
     431: "request_header_fields_too_large",
     503: "unavailable",
 }
+
+
+class BodyRefused(BadRequest):
+    """400: the body is not JSON, or JSON certctl refuses; ``description`` says why."""
 
 
 def error_response(
@@ -92,6 +96,8 @@ def _classify(error: Exception) -> tuple[int, str, str | None] | None:
     """Status, message and code of an error we expect, or ``None`` for a bug."""
     result: tuple[int, str, str | None] | None
     match error:
+        case BodyRefused():
+            result = (400, f"request body: {error.description}; fix it and retry.", None)
         case RequestSchemaValidationError():
             result = (400, describe_validation(error), None)
         case HTTPException(code=int(code)):

@@ -32,7 +32,7 @@ from certctl.core.clock import SystemClock
 from certctl.pki.csr import build_csr
 from certctl.pki.keys import generate_key
 from certctl.pki.names import SubjectAltNames
-from certctl.server.app import create_app
+from certctl.server.app import Background, create_app
 from certctl.server.state import EXTENSION, ServerState
 from certctl.store.base import Store
 from certctl.store.memory import MemoryStore
@@ -222,13 +222,18 @@ class Api:
 
 @asynccontextmanager
 async def running_app(
-    settings: Settings, store: Store | None = None, *, with_root: bool = True
+    settings: Settings,
+    store: Store | None = None,
+    *,
+    with_root: bool = True,
+    background: Mapping[str, Background] | None = None,
 ) -> AsyncIterator[Api]:
-    """The started app (``before_serving`` ran) and its client; stopped on exit."""
+    """The started app (``before_serving`` ran) and its client; stopped on exit.
+    ``background`` tasks (a scheduler) run under the app's supervisor meanwhile."""
     data_dir = settings.effective_data_dir
     if with_root:
         install_root(data_dir)
     store = store if store is not None else MemoryStore(encryption_key=ENCRYPTION_KEY)
-    app = create_app(settings, store, clock=SystemClock())
+    app = create_app(settings, store, clock=SystemClock(), background=background)
     async with app.test_app() as test_app:
         yield Api(app, test_app.test_client(), data_dir)

@@ -147,9 +147,7 @@ def test_a_key_without_its_certificate_is_an_interrupted_start_and_is_replaced(
 
 def test_an_expired_root_is_refused(tmp_path: Path) -> None:
     LocalCA.open(self_signed(tmp_path, root_lifetime=timedelta(days=30)), NOW)
-    with pytest.raises(
-        CAError, match=f"CA certificate {tmp_path / ROOT_CERT} is valid only from"
-    ):
+    with pytest.raises(CAError, match=f"CA certificate {tmp_path / ROOT_CERT} is valid only from"):
         LocalCA.open(self_signed(tmp_path), NOW + timedelta(days=31))
 
 

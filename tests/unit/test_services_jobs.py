@@ -235,9 +235,7 @@ async def test_rejecting_an_approval_cancels_the_job(env: ServiceEnv) -> None:
 
 
 @pytest.mark.parametrize("approve", [True, False])
-async def test_the_requesting_key_cannot_decide_its_own_job(
-    env: ServiceEnv, approve: bool
-) -> None:
+async def test_the_requesting_key_cannot_decide_its_own_job(env: ServiceEnv, approve: bool) -> None:
     await env.store.create_profile(CertificateProfile("prof-1", "gated", requires_approval=True))
     await env.agent("web-01", "target-1")
     _, (job_id,) = await env.certificate("target-1", certificate_profile_id="prof-1")
