@@ -7,7 +7,8 @@ hostile. Two classes of text:
 - **names** (ids, names, host names, paths, every field that is not free text): no C0 or
   C1 control character at all (tab and newline included), no DEL, and no bidirectional
   override or isolate (U+202A to U+202E, U+2066 to U+2069), which make a log line or a table
-  show something other than what is stored;
+  show something other than what is stored, and no lone surrogate (JSON can carry one;
+  UTF-8 and so the database cannot);
 - **free text** (a job's error, a verification's detail, which hold multi-line command
   output): newlines, carriage returns and tabs are allowed; everything else above is not.
   Free text is bounded by ``FREE_TEXT_LIMIT`` characters and cut with a marker that says
@@ -24,8 +25,11 @@ FREE_TEXT_LIMIT: Final = 8192
 """Characters kept of one free-text field (a job error holding command output)."""
 
 _BIDI: Final = "\u202a-\u202e\u2066-\u2069"
-_NAME_HOSTILE: Final = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}]")
-_TEXT_HOSTILE: Final = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI}]")
+_SURROGATES: Final = "\ud800-\udfff"
+_NAME_HOSTILE: Final = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}{_SURROGATES}]")
+_TEXT_HOSTILE: Final = re.compile(
+    f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI}{_SURROGATES}]"
+)
 
 
 def hostile_in_name(value: str) -> str | None:

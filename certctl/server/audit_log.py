@@ -10,8 +10,8 @@ Nothing is dropped silently. While ``MAX_PENDING`` events wait, ``accepting`` is
 the app answers audited calls with 503 and ``Retry-After`` before doing their work, instead
 of doing work whose audit row it could not keep. Strings are escaped on the way in
 (``certctl.core.text``), so no request can produce a row the database refuses; should a
-batch still be refused for its content, the events are written one by one and any that
-cannot be stored is logged whole and counted. On shutdown the buffer is flushed within
+batch still be refused, its events are written one by one: any that cannot be stored
+while others can is logged whole and counted, and if none can, all are kept. On shutdown the buffer is flushed within
 ``CERTCTL_AUDIT_FLUSH_TIMEOUT``; events still unwritten then are logged as lost with
 their count.
 """
@@ -93,25 +93,34 @@ class AuditBuffer:
             )
 
     async def _write(self, batch: list[AuditEvent]) -> int:
-        """Write ``batch``; how many of its events the database refused for their content
-        (found by writing them one at a time, so the rest is not held up)."""
+        """Write ``batch``; how many of its events the database refused for their content.
+
+        A refused batch is written one event at a time, so one bad event does not hold up
+        the rest. If every event is refused, the store itself is failing (a revoked grant,
+        a full disk) and they are all kept for the next attempt.
+        """
         try:
             await self._store.append_audit(batch)
         except StoreUnavailable:
             raise
-        except StoreError:
-            refused = 0
+        except StoreError as exc:
+            if len(batch) == 1:
+                raise
+            refused: list[tuple[AuditEvent, StoreError]] = []
             for event in batch:
                 try:
                     await self._store.append_audit([event])
                 except StoreUnavailable:
                     raise
-                except StoreError as exc:
-                    refused += 1
-                    log.error(  # noqa: TRY400 - the refusal is the content, not a bug
-                        "audit_event_unwritable", audit_event=repr(event), error=str(exc)
-                    )
-            return refused
+                except StoreError as one:
+                    refused.append((event, one))
+            if len(refused) == len(batch):
+                raise exc from None
+            for event, error in refused:
+                log.error(  # noqa: TRY400 - the refusal is the content, not a bug
+                    "audit_event_unwritable", audit_event=repr(event), error=str(error)
+                )
+            return len(refused)
         return 0
 
     async def close(self, timeout: float) -> None:

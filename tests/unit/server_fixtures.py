@@ -34,6 +34,7 @@ from certctl.pki.keys import generate_key
 from certctl.pki.names import SubjectAltNames
 from certctl.server.app import Background, create_app
 from certctl.server.state import EXTENSION, ServerState
+from certctl.server.supervisor import Supervisor
 from certctl.store.base import Store
 from certctl.store.memory import MemoryStore
 
@@ -227,6 +228,7 @@ async def running_app(
     *,
     with_root: bool = True,
     background: Mapping[str, Background] | None = None,
+    supervisor: Supervisor | None = None,
 ) -> AsyncIterator[Api]:
     """The started app (``before_serving`` ran) and its client; stopped on exit.
     ``background`` tasks (a scheduler) run under the app's supervisor meanwhile."""
@@ -234,6 +236,8 @@ async def running_app(
     if with_root:
         install_root(data_dir)
     store = store if store is not None else MemoryStore(encryption_key=ENCRYPTION_KEY)
-    app = create_app(settings, store, clock=SystemClock(), background=background)
+    app = create_app(
+        settings, store, clock=SystemClock(), background=background, supervisor=supervisor
+    )
     async with app.test_app() as test_app:
         yield Api(app, test_app.test_client(), data_dir)

@@ -17,7 +17,20 @@ from certctl.core.text import (
     report_text,
 )
 
-HOSTILE = ["\x00", "\x01", "\x1b", "\x7f", "\x85", "\x9f", "\u202a", "\u202e", "\u2066", "\u2069"]
+HOSTILE = [
+    "\x00",
+    "\x01",
+    "\x1b",
+    "\x7f",
+    "\x85",
+    "\x9f",
+    "\u202a",
+    "\u202e",
+    "\u2066",
+    "\u2069",
+    "\ud800",
+    "\udfff",
+]
 
 
 @pytest.mark.parametrize("char", HOSTILE)

@@ -115,6 +115,9 @@ async def test_each_place_is_refused_with_400_naming_it(tmp_path: Path) -> None:
         body = {"name": "t\x00", "email": "e@example.com"}
         error = await assert_error(await api.call("POST", "/api/v1/owners", json=body), 400)
         assert "U+0000" in error["message"]
+        body = {"name": "lone \ud800 surrogate", "email": "e@example.com"}
+        error = await assert_error(await api.call("POST", "/api/v1/owners", json=body), 400)
+        assert "U+D800" in error["message"]
         # Names refuse even newlines and tabs; the schema says which field.
         body = {"name": "two\nlines", "email": "e@example.com"}
         error = await assert_error(await api.call("POST", "/api/v1/owners", json=body), 400)
