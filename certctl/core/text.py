@@ -11,8 +11,8 @@ hostile. Two classes of text:
   UTF-8 and so the database cannot);
 - **free text** (a job's error, a verification's detail, which hold multi-line command
   output): newlines, carriage returns and tabs are allowed; everything else above is not.
-  Free text is bounded by ``FREE_TEXT_LIMIT`` characters and cut with a marker that says
-  how much was dropped, rather than refused: a chatty ``nginx -t`` must not keep a job
+  Free text is bounded by ``FREE_TEXT_LIMIT`` characters, its middle cut out with a marker
+  that says how much was dropped, rather than refused: a chatty ``nginx -t`` must not keep a job
   from being reported.
 """
 
@@ -27,9 +27,7 @@ FREE_TEXT_LIMIT: Final = 8192
 _BIDI: Final = "\u202a-\u202e\u2066-\u2069"
 _SURROGATES: Final = "\ud800-\udfff"
 _NAME_HOSTILE: Final = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}{_SURROGATES}]")
-_TEXT_HOSTILE: Final = re.compile(
-    f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI}{_SURROGATES}]"
-)
+_TEXT_HOSTILE: Final = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI}{_SURROGATES}]")
 
 
 def hostile_in_name(value: str) -> str | None:
@@ -60,20 +58,25 @@ def escape_hostile(value: str, *, free_text: bool = False) -> str:
 def bound_free_text(value: str, limit: int = FREE_TEXT_LIMIT) -> str:
     """``value`` cut to ``limit`` characters, the cut marked with how many were dropped.
 
-    The head is kept, since the first lines of a failure usually name its cause; the
+    The head and the tail are kept (two thirds and one third of the room), since the
+    first lines of a failure usually name its cause and the last ones its verdict. The
     marker is counted inside the limit, so the result is never longer than ``limit``
     (unless ``limit`` is shorter than the marker itself, when only the marker is left).
     """
     if len(value) <= limit:
         return value
-    marker = f"\n[... {len(value) - limit} more characters cut by certctl]"
+    marker = _marker(len(value))
     while True:
         keep = max(limit - len(marker), 0)
-        dropped = len(value) - keep
-        updated = f"\n[... {dropped} more characters cut by certctl]"
+        updated = _marker(len(value) - keep)
         if updated == marker:
-            return value[:keep] + marker
+            head = keep * 2 // 3
+            return value[:head] + marker + value[len(value) - (keep - head) :]
         marker = updated
+
+
+def _marker(dropped: int) -> str:
+    return f"\n[... {dropped} characters cut by certctl ...]\n"
 
 
 def report_text(value: str, limit: int = FREE_TEXT_LIMIT) -> str:

@@ -13,11 +13,13 @@ import signal
 import subprocess
 from typing import Protocol
 
+from certctl.core.text import bound_free_text
+
 Command = tuple[str, ...]
 
 MAX_COMMAND_CHARS = 1024
-# Kept in errors so a failed ``nginx -t`` explains itself, bounded so a chatty command
-# cannot bloat job reports.
+# Kept in errors so a failed ``nginx -t`` explains itself, bounded (head and tail, the
+# middle cut with a marker) so a chatty command cannot bloat job reports.
 MAX_OUTPUT_CHARS = 4000
 
 _OPERATOR_CHARS = frozenset("();<>|&")
@@ -28,14 +30,14 @@ class CommandInvalid(ValueError):
 
 
 class CommandFailed(Exception):
-    """A command exited non-zero, timed out or could not start; ``output`` is its tail."""
+    """A command exited non-zero, timed out or could not start; ``output`` is what it printed, bounded."""
 
     def __init__(self, argv: Command, reason: str, output: str) -> None:
-        tail = output[-MAX_OUTPUT_CHARS:].strip()
-        super().__init__(f"{shlex.join(argv)} {reason}" + (f" (output: {tail})" if tail else ""))
+        kept = bound_free_text(output.strip(), MAX_OUTPUT_CHARS)
+        super().__init__(f"{shlex.join(argv)} {reason}" + (f" (output: {kept})" if kept else ""))
         self.argv = argv
         self.reason = reason
-        self.output = tail
+        self.output = kept
 
 
 class Runner(Protocol):

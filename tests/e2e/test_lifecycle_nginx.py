@@ -27,9 +27,11 @@ import pytest
 from conftest_store import Cluster
 from cryptography.hazmat.primitives import serialization
 
+from certctl.agent.policy import write_policy
 from certctl.pki.chain import verify_chain
 from certctl.pki.pem import fingerprint_sha256, load_certificates, load_private_key
 from certctl.testing.material import Issuer
+from certctl.testing.policy import allowing
 from certctl.testing.server import ControlPlane, control_plane, write_env
 from certctl.testing.sidecars import Sidecar, SidecarUnavailable, launch
 
@@ -118,6 +120,20 @@ def world(pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
         nginx = nginx_context.__enter__()
     except SidecarUnavailable as exc:
         pytest.skip(str(exc))
+    slow_reload = workdir / "slow-reload"
+    marker = workdir / "reload-started"
+    slow_reload.write_text(
+        "#!/bin/sh\n"
+        f"touch {shlex.quote(str(marker))}\nsleep 5\nexec {shlex.join(nginx.reload_argv)}\n"
+    )
+    slow_reload.chmod(0o755)
+    # What this host lets the agent do: NGINX's files, its own commands, and the two
+    # hooks the tests below switch to (a failing reload, a slow one).
+    policy = allowing(
+        [nginx.cert_dir],
+        [nginx.reload_argv, nginx.validate_argv, ["/bin/false"], [str(slow_reload)]],
+    )
+    policy_file = write_policy(workdir / "policy" / "agent-policy.toml", policy)
     try:
         with control_plane(
             workdir / "server", database_url=pg_cluster.dsn(database), extra_env=extra
@@ -133,6 +149,7 @@ def world(pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
                     "CERTCTL_AGENT_STATE_DIR": str(state_dir),
                     "CERTCTL_AGENT_POLL_INTERVAL": "1s",
                     "CERTCTL_AGENT_HEARTBEAT_INTERVAL": "2s",
+                    "CERTCTL_AGENT_POLICY_FILE": str(policy_file),
                     "CERTCTL_LOG_LEVEL": "info",
                 },
             )
@@ -282,8 +299,7 @@ def _served_files_consistent(world: World) -> None:
 
 def test_sigkill_mid_deploy_then_restart_completes_or_retries(world: World) -> None:
     marker = world.agent_log.parent / "reload-started"
-    reload_argv = shlex.join(world.nginx.reload_argv)
-    slow = ["/bin/sh", "-c", f"touch {shlex.quote(str(marker))}; sleep 5; exec {reload_argv}"]
+    slow = [str(world.agent_log.parent / "slow-reload")]  # touches the marker, sleeps, reloads
     config = {**world.nginx.target_config(), "reload_command": slow}
     assert world.api.put(
         f"/api/v1/targets/{world.ids['target']}", json={"config": config}

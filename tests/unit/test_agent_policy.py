@@ -303,3 +303,13 @@ async def test_a_refused_deploy_writes_nothing_and_runs_nothing(tmp_path: Path) 
     )
     assert result.reloaded
     assert canary.exists()
+
+
+def test_the_documented_example_policy_loads(tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "agent.md").read_text()
+    example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    policy = load_policy(settings(tmp_path, write(tmp_path, example)))
+    nginx = policy.rules[NGINX]
+    assert nginx.write_roots == ("/etc/nginx/certs",)
+    assert ("systemctl", "reload", "nginx") in nginx.commands
+    assert policy.rules[TargetType.FILE].write_roots == ("/etc/ssl/certctl",)
