@@ -150,17 +150,20 @@ class HostPolicy:
     def check(self, target_type: TargetType, plan: Plan) -> None:
         rules = self.rules[target_type]
         where = _Where(self, target_type)
+        defaults = plan.defaults
         for item in plan.files:
             self._check_path(where, rules, item.path)
-            key = item.role in KEY_ROLES
-            if item.mode is not None:
-                _check_mode(where, rules, item.path, item.mode, key=key)
-            _check_accounts(where, rules, item.path, item.owner, item.group)
-        defaults = plan.defaults
-        if defaults.mode is not None:
-            has_key = any(item.role in KEY_ROLES and item.mode is None for item in plan.files)
-            _check_mode(where, rules, "new files", defaults.mode, key=has_key)
-        _check_accounts(where, rules, "new files", defaults.owner, defaults.group)
+            # What a new file would get: its own mode and owner, else the plan's defaults
+            # (an existing file keeps its own, which the host set, not the control plane).
+            mode = item.mode if item.mode is not None else defaults.mode
+            if mode is not None:
+                _check_mode(where, rules, item.path, mode, key=item.role in KEY_ROLES)
+            owner, group = (
+                (item.owner, item.group)
+                if item.owner is not None
+                else (defaults.owner, defaults.group)
+            )
+            _check_accounts(where, rules, item.path, owner, group)
         for label, argv in (("validate", plan.validate), ("reload", plan.reload)):
             if argv is not None and not _allowed(rules, argv):
                 raise PolicyRefused(

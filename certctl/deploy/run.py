@@ -30,7 +30,8 @@ class CommandInvalid(ValueError):
 
 
 class CommandFailed(Exception):
-    """A command exited non-zero, timed out or could not start; ``output`` is what it printed, bounded."""
+    """A command exited non-zero, timed out or could not start; ``output`` is what it
+    printed, bounded."""
 
     def __init__(self, argv: Command, reason: str, output: str) -> None:
         kept = bound_free_text(output.strip(), MAX_OUTPUT_CHARS)

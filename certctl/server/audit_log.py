@@ -11,9 +11,9 @@ the app answers audited calls with 503 and ``Retry-After`` before doing their wo
 of doing work whose audit row it could not keep. Strings are escaped on the way in
 (``certctl.core.text``), so no request can produce a row the database refuses; should a
 batch still be refused, its events are written one by one: any that cannot be stored
-while others can is logged whole and counted, and if none can, all are kept. On shutdown the buffer is flushed within
-``CERTCTL_AUDIT_FLUSH_TIMEOUT``; events still unwritten then are logged as lost with
-their count.
+while others can is logged whole and counted, and if none can, all are kept. On
+shutdown the buffer is flushed within ``CERTCTL_AUDIT_FLUSH_TIMEOUT``; events still
+unwritten then are logged as lost with their count.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def test_modes_above_the_limits_are_refused() -> None:
     with pytest.raises(PolicyRefused, match=r"connectors\.nginx\.max_key_mode \(0640\)"):
         policy.check(NGINX, plan(key))
     new_key = File("/etc/nginx/a.key", b"k", Role.KEY)
-    with pytest.raises(PolicyRefused, match="max_key_mode"):
+    with pytest.raises(PolicyRefused, match=r"mode 0644 for /etc/nginx/a\.key.*max_key_mode"):
         policy.check(NGINX, plan(new_key, defaults=FileDefaults(mode=0o644)))
 
 
@@ -125,6 +125,12 @@ def test_owners_and_groups_outside_the_policy_are_refused() -> None:
     with pytest.raises(PolicyRefused, match=r"group 'shadow'.*connectors\.nginx\.groups"):
         policy.check(NGINX, plan(cert("/etc/nginx/a.pem", owner="root", group="shadow")))
     policy.check(NGINX, plan(cert("/etc/nginx/a.pem", owner="0", group="0")))  # root by id
+    defaults = FileDefaults(owner="daemon", group="daemon")
+    with pytest.raises(PolicyRefused, match=r"owner 'daemon' for /etc/nginx/a\.pem"):
+        policy.check(NGINX, plan(cert("/etc/nginx/a.pem"), defaults=defaults))
+    # Defaults that no file uses are not the plan's to answer for.
+    explicit = cert("/etc/nginx/a.pem", owner="root", group="root")
+    policy.check(NGINX, plan(explicit, defaults=defaults))
 
 
 def test_prefixes_allow_further_arguments_only_after_them() -> None:
