@@ -22,7 +22,7 @@ from certctl.core.clock import SystemClock
 from certctl.logging import configure
 from certctl.server.listener import BindError, run_workers, serve, watch_sighup
 from certctl.server.tls import ReloadableTLS, TLSPreflightError, preflight
-from certctl.store.connect import open_store
+from certctl.store.connect import WATCH_EVERY, Database, open_database
 from certctl.store.errors import DataDirUnusable, StoreError
 
 if TYPE_CHECKING:
@@ -101,10 +101,11 @@ async def _serve(settings: Settings, sockets: list[socket.socket]) -> None:
             async for _ in stop_requests:
                 return
 
-        async with open_store(settings) as store, trio.open_nursery() as nursery:
-            app = create_app(
-                settings, store, clock=clock, background={"scheduler": _scheduler(settings)}
-            )
+        async with open_database(settings) as database, trio.open_nursery() as nursery:
+            background = {"scheduler": _scheduler(settings)}
+            if database.embedded is not None:
+                background["embedded_postgres"] = _watchdog(database)
+            app = create_app(settings, database.store, clock=clock, background=background)
             await nursery.start(watch_sighup, tls, clock)
             # Everything allocated so far (modules, app, pool) lives as long as the
             # process: moved out of the collector's reach, full collections stay short.
@@ -112,6 +113,15 @@ async def _serve(settings: Settings, sockets: list[socket.socket]) -> None:
             gc.freeze()
             await serve(app, settings, tls, shutdown_trigger=stop_requested, sockets=sockets)
             nursery.cancel_scope.cancel()
+
+
+def _watchdog(database: Database) -> Callable[[Services, Supervisor], Awaitable[None]]:
+    """The embedded PostgreSQL's watchdog, as a supervised loop (``Database.watch``)."""
+
+    async def run(services: Services, supervisor: Supervisor) -> None:
+        await supervisor.loop("embedded_postgres", database.watch, every=WATCH_EVERY)
+
+    return run
 
 
 def _scheduler(settings: Settings) -> Callable[[Services, Supervisor], Awaitable[None]]:

@@ -1,0 +1,114 @@
+"""The embedded PostgreSQL under a real ``certctl server``: SIGKILL its postmaster while
+clients write, and the server notices, starts it again by itself and loses nothing that
+it acknowledged."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from certctl.store.embedded import SUBDIR, live_postmaster
+from certctl.testing.server import ControlPlane, control_plane
+
+NOT_READY_WITHIN = 10.0  # what the server promises, from the kill
+READY_AGAIN_WITHIN = 60.0
+
+
+class Writer(threading.Thread):
+    """Creates teams one after the other, keeping the ids the server acknowledged."""
+
+    def __init__(self, server: ControlPlane) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.acknowledged: list[str] = []
+        self.refused = 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        with self.server.client() as api:
+            n = 0
+            while not self.halt.is_set():
+                n += 1
+                try:
+                    response = api.post("/api/v1/teams", json={"name": f"team-{n}"})
+                except httpx.TransportError:
+                    self.refused += 1
+                    continue
+                if response.status_code == 201:
+                    self.acknowledged.append(response.json()["id"])
+                else:
+                    assert response.status_code in (429, 503), response.text
+                    self.refused += 1
+                time.sleep(0.05)
+
+
+def ready(api: httpx.Client) -> int:
+    try:
+        return api.get("/ready").status_code
+    except httpx.TransportError:
+        return 0
+
+
+def test_a_killed_postmaster_is_restarted_and_no_acknowledged_write_is_lost(
+    tmp_path: Path,
+) -> None:
+    workdir = tmp_path / "server"
+    with control_plane(workdir) as server, server.client(key="") as probe:
+        pgdata = (workdir / "data" / SUBDIR).absolute()
+        postmaster = live_postmaster(pgdata)
+        assert postmaster is not None, "the server runs the embedded PostgreSQL"
+        writer = Writer(server)
+        writer.start()
+        while len(writer.acknowledged) < 20:
+            time.sleep(0.05)
+        before_kill = len(writer.acknowledged)
+        os.kill(postmaster[0], signal.SIGKILL)
+        killed = time.monotonic()
+        while ready(probe) == 200:
+            assert time.monotonic() - killed < NOT_READY_WITHIN, "/ready never noticed"
+            time.sleep(0.02)
+        noticed = time.monotonic() - killed
+        while ready(probe) != 200:
+            assert time.monotonic() - killed < READY_AGAIN_WITHIN, server.log()[-3000:]
+            time.sleep(0.1)
+        back = time.monotonic() - killed
+        after = live_postmaster(pgdata)
+        assert after is not None
+        assert after[0] != postmaster[0]
+        resumed = len(writer.acknowledged)
+        while len(writer.acknowledged) < resumed + 20:
+            time.sleep(0.05)
+        writer.halt.set()
+        writer.join(30)
+        with server.client() as api:
+            stored = {t["id"] for t in api.get("/api/v1/teams").json()["items"]}
+        missing = [t for t in writer.acknowledged if t not in stored]
+        assert missing == [], f"{len(missing)} acknowledged writes are gone"
+        print(
+            f"\nnot ready {noticed:.2f} s after the SIGKILL, ready again after {back:.2f} s; "
+            f"{before_kill} writes before, {len(writer.acknowledged)} in all, "
+            f"{writer.refused} refused during the outage"
+        )
+        assert "embedded PostgreSQL started again" in server.log()
+    # The server stopped the postmaster it had started again.
+    assert live_postmaster(pgdata, ready=False) is None
+
+
+def test_a_server_that_joined_a_running_cluster_leaves_it_running(tmp_path: Path) -> None:
+    workdir = tmp_path / "server"
+    with control_plane(workdir, name="first"):
+        pgdata = (workdir / "data" / SUBDIR).absolute()
+        started = live_postmaster(pgdata)
+        assert started is not None
+        second = tmp_path / "second"
+        with control_plane(
+            second, tls_dir=workdir / "tls", extra_env={"CERTCTL_DATA_DIR": str(workdir / "data")}
+        ):
+            assert live_postmaster(pgdata) == started
+        assert live_postmaster(pgdata) == started, "the joiner must not stop it"
+    assert live_postmaster(pgdata, ready=False) is None, "the one that started it stops it"
