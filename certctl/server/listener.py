@@ -23,20 +23,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
-import hypercorn.trio.run
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config, Sockets
 from hypercorn.trio.run import worker_serve
-from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.typing import ASGIFramework
 
 from certctl.config import ConfigError, Settings
 from certctl.core.clock import Clock
-from certctl.logging import get_logger
+from certctl.server import connection
 from certctl.server.tls import HOST_VAR, ReloadableTLS
-
-_log = get_logger(__name__)
 
 __all__ = [
     "BindError",
@@ -126,23 +122,7 @@ def _bind_error(settings: Settings, exc: OSError) -> BindError:
     )
 
 
-class _IsolatedConnection(TCPServer):
-    """One connection whose unexpected error ends that connection only.
-
-    hypercorn lets an exception from its protocol code (an HTTP/2 client sending DATA on a
-    stream already answered, for one) escape into the server's nursery, which stops every
-    connection and the process. A client must never be able to do that.
-    """
-
-    async def run(self) -> None:
-        try:
-            await super().run()
-        except Exception as exc:
-            _log.warning("connection ended by a protocol error", error=repr(exc))
-
-
-# worker_serve builds one TCPServer per accepted connection, by this module-level name.
-hypercorn.trio.run.TCPServer = _IsolatedConnection  # type: ignore[attr-defined]
+connection.install()
 
 
 async def serve(

@@ -4,6 +4,9 @@ configured timeouts, and the protocol-level refusals still carry the JSON error 
 
 from __future__ import annotations
 
+import json
+import socket
+import ssl
 import time
 from collections.abc import Iterator
 
@@ -13,7 +16,7 @@ from conftest_store import Cluster
 from certctl.testing.server import ControlPlane, control_plane
 
 READ_TIMEOUT = 2
-IDLE_TIMEOUT = 3
+IDLE_TIMEOUT = 10
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +74,77 @@ def test_405_carries_allow_and_the_json_body(server: ControlPlane) -> None:
     assert response.status_code == 405
     assert set(response.headers["Allow"].split(", ")) == {"GET", "POST"}
     assert response.json()["error"] == "method_not_allowed"
+
+
+def tls_socket(server: ControlPlane) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+    return server.ssl_context().wrap_socket(raw, server_hostname="localhost")
+
+
+def closed_after(connection: ssl.SSLSocket, started: float) -> float:
+    """Seconds from ``started`` until the server closed ``connection`` (reads until EOF)."""
+    try:
+        while connection.recv(65536):
+            pass
+    except (ConnectionResetError, ssl.SSLError):
+        pass
+    return time.monotonic() - started
+
+
+def test_a_connection_with_half_a_request_head_is_closed_at_the_read_timeout(
+    server: ControlPlane,
+) -> None:
+    with tls_socket(server) as connection:
+        started = time.monotonic()
+        connection.sendall(b"GET /api/v1/certificates HTTP/1.1\r\nHost: localhost\r\n")
+        waited = closed_after(connection, started)
+    # hypercorn alone kept it until the idle timeout (10 s) counted from the connect.
+    assert waited < IDLE_TIMEOUT - 2, waited
+
+
+def read_response(connection: ssl.SSLSocket) -> bytes:
+    """One whole HTTP/1.1 response (head and its Content-Length of body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += connection.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += connection.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_an_idle_keep_alive_connection_lives_until_the_idle_timeout(
+    server: ControlPlane,
+) -> None:
+    request = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    with tls_socket(server) as connection:
+        connection.sendall(request)
+        answer = read_response(connection)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+        time.sleep(READ_TIMEOUT + 2)  # past the read timeout, which must not apply here
+        connection.sendall(request)
+        assert read_response(connection).startswith(b"HTTP/1.1 200")
+        idle_since = time.monotonic()
+        waited = closed_after(connection, idle_since)
+    assert waited >= IDLE_TIMEOUT - 1, waited
+
+
+def test_an_oversized_request_head_gets_431_with_the_json_body(server: ControlPlane) -> None:
+    with tls_socket(server) as connection:
+        connection.sendall(
+            b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
+        )
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431"), head
+    assert b"content-type: application/json" in head.lower()
+    error = json.loads(body)
+    assert error["error"] == "request_header_fields_too_large"
+    assert set(error) == {"error", "message", "request_id"}
