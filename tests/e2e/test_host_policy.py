@@ -14,8 +14,7 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest_store import Cluster
+from waiting import wait_for
 
 from certctl.agent.policy import BUILT_IN, HostPolicy, Rules, write_policy
 from certctl.core.model import TargetType
@@ -41,17 +41,6 @@ for n in range(3000):
     print(f"check {{n}}: the certificate is fine, the configuration is not")
 sys.exit(1)
 """
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.2)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ import httpx
 import pytest
 from conftest_store import Cluster
 from cryptography.hazmat.primitives import serialization
+from waiting import wait_for
 
 from certctl.agent.policy import write_policy
 from certctl.pki.chain import verify_chain
@@ -39,17 +40,6 @@ pytestmark = pytest.mark.sidecar
 
 COMMON_NAME = "localhost"
 RETRY_SECONDS = 60  # the smallest retry interval a renewal policy allows
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.2)
 
 
 @dataclass

@@ -505,7 +505,7 @@ async def test_csr_bodies_outside_the_schema_are_400_and_leave_the_job(api: Api)
 # -- authorization --------------------------------------------------------------------
 
 
-async def test_only_admin_keys_approve_or_reject(api: Api) -> None:
+async def test_only_another_admin_key_approves_or_rejects(api: Api) -> None:
     for action in ("approve", "reject"):
         response = await api.call("POST", f"/api/v1/jobs/job-x/{action}", headers=VIEWER)
         await assert_error(response, 403, "forbidden")
@@ -534,6 +534,12 @@ async def test_only_admin_keys_approve_or_reject(api: Api) -> None:
         response = await api.call("POST", f"/api/v1/jobs/{job_id}/{action}", headers=VIEWER)
         await assert_error(response, 403, "forbidden")
         assert (await api.ok("GET", f"/api/v1/jobs/{job_id}"))["status"] == "AwaitingApproval"
+    for job_id, action in zip(jobs, ("approve", "reject"), strict=True):
+        # The jobs were requested by "ops": the two-person rule wants another admin.
+        assert (await api.ok("GET", f"/api/v1/jobs/{job_id}"))["requested_by"] == "ops"
+        own = await api.call("POST", f"/api/v1/jobs/{job_id}/{action}", headers=OPS)
+        error = await assert_error(own, 403, "forbidden")
+        assert "two-person rule" in error["message"]
     approved = await api.ok("POST", f"/api/v1/jobs/{jobs[0]}/approve", headers=APPROVER)
     rejected = await api.ok("POST", f"/api/v1/jobs/{jobs[1]}/reject", headers=APPROVER)
     assert approved["status"] != "AwaitingApproval"

@@ -10,9 +10,7 @@ from typing import Any
 
 import pytest
 from server_fixtures import (
-    APPROVER,
     OPERATOR,
-    OPS,
     VIEWER,
     Api,
     make_settings,
@@ -90,39 +88,6 @@ async def test_viewers_read_and_operators_run_the_lifecycle(api: Api) -> None:
     )
     check = await api.ok("GET", "/api/v1/auth/check", headers=VIEWER)
     assert (check["user"], check["role"]) == ("viewer", "viewer")
-
-
-async def test_an_approval_needs_a_second_key_name(api: Api) -> None:
-    profile = await api.ok(
-        "POST", "/api/v1/profiles", expect=201, json={"name": "gated", "requires_approval": True}
-    )
-    agent = await api.register_agent()
-    target = await api.create_target(agent.id)
-    owner = await api.create_owner()
-    jobs = []
-    for name in ("one", "two"):
-        created = await api.ok(
-            "POST",
-            "/api/v1/certificates",
-            expect=201,
-            json={
-                "name": name,
-                "common_name": f"{name}.example.com",
-                "owner_id": owner,
-                "certificate_profile_id": profile["id"],
-                "target_ids": [target],
-            },
-        )  # requested by the admin key "ops"
-        jobs.append(created["job_ids"][0])
-    for job_id, action in zip(jobs, ("approve", "reject"), strict=True):
-        own = await api.call("POST", f"/api/v1/jobs/{job_id}/{action}", headers=OPS)
-        error = await assert_error(own, 403, "forbidden")
-        assert "two-person rule" in error["message"]
-        assert (await api.ok("GET", f"/api/v1/jobs/{job_id}"))["status"] == "AwaitingApproval"
-        decided = await api.ok("POST", f"/api/v1/jobs/{job_id}/{action}", headers=APPROVER)
-        assert decided["status"] != "AwaitingApproval"
-    # The job's requester is visible, so an operator can see whom to ask.
-    assert (await api.ok("GET", f"/api/v1/jobs/{jobs[0]}"))["requested_by"] == "ops"
 
 
 @pytest.mark.parametrize(
