@@ -409,7 +409,14 @@ def _unavailable(exc: BaseException) -> bool:
         return True
     # The pool raises a bare InterfaceError once closed, or when a connection it handed
     # out was closed underneath it; other InterfaceErrors are misuse, i.e. our bugs.
-    return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
+    if isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc):
+        return True
+    # A connection the server dropped in the middle of an operation (its postmaster was
+    # killed) can leave asyncpg's protocol between states: "cannot switch to state 15;
+    # another operation (2) is in progress". Seen only then; the next connection is fine.
+    return isinstance(exc, asyncpg.exceptions.InternalClientError) and (
+        "cannot switch to state" in str(exc)
+    )
 
 
 class PostgresStore:
