@@ -25,7 +25,9 @@ for one, the more specific winning.
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import shutil
 import stat
 import sys
@@ -283,9 +285,6 @@ def _account_in(name: str, allowed: Sequence[str], kind: str) -> bool:
 
 
 def _account_id(name: str, kind: str) -> int | None:
-    import grp  # noqa: PLC0415 - Unix only, like the deploy engine's ownership
-    import pwd  # noqa: PLC0415
-
     if name.isdigit():
         return int(name)
     try:

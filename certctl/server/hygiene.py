@@ -39,13 +39,19 @@ def request_problem(
     return None
 
 
-def json_problem(value: object) -> str | None:
-    """What is wrong with a parsed JSON body: too deep, or a hostile key or string."""
+def json_problem(value: object, *, names: bool = False) -> str | None:
+    """What is wrong with a parsed JSON value: too deep, or a hostile key or string.
+
+    Strings get the free-text rule (newlines allowed) unless ``names``: the schemas apply
+    that to free-form objects such as a target's config, which holds paths, commands and
+    host names and so never a newline.
+    """
+    strings = hostile_in_name if names else hostile_in_text
     stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         item, level = stack.pop()
         if isinstance(item, str):
-            char = hostile_in_text(item)
+            char = strings(item)
             if char is not None:
                 return _refusal("a JSON string", char)
             continue

@@ -29,6 +29,7 @@ from certctl.core.model import (
     VerificationStatus,
 )
 from certctl.core.text import bound_free_text, describe, hostile_in_name, hostile_in_text
+from certctl.server.hygiene import json_problem
 from certctl.store.base import MAX_PAGE_SIZE
 
 
@@ -53,16 +54,9 @@ def _free_text(value: object) -> object:
 def _clean_json(value: dict[str, object]) -> dict[str, object]:
     """Every key and string inside a free-form object (a target or issuer config) is a
     name: configs hold paths, commands and host names, none of which has a newline."""
-    stack: list[object] = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str):
-            _printable(item)
+    problem = json_problem(value, names=True)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 

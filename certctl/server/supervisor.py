@@ -18,6 +18,7 @@ entry with it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, NoReturn
@@ -46,7 +47,6 @@ class Health:
     failures: int = 0
     failing_since: float | None = None
     last_error: str = ""
-    last_success: float | None = None
 
 
 class Supervisor:
@@ -76,7 +76,6 @@ class Supervisor:
         health = self._health.setdefault(name, Health())
         health.failures = 0
         health.failing_since = None
-        health.last_success = trio.current_time()
 
     def failed(self, name: str, error: BaseException) -> int:
         """Record a failure of ``name``: logged, counted; returns the consecutive count."""
@@ -165,7 +164,7 @@ class Supervisor:
     async def _attempt(self, name: str, step: Step, timeout: float | None) -> int:
         """Run one tick; 0 when it succeeded, else the consecutive failure count."""
         try:
-            with trio.fail_after(timeout) if timeout is not None else _no_deadline():
+            with trio.fail_after(math.inf if timeout is None else timeout):
                 await step()
         except trio.TooSlowError:
             return self.failed(name, TimeoutError(f"tick took longer than {timeout:g} s"))
@@ -173,10 +172,6 @@ class Supervisor:
             return self.failed(name, exc)
         self.succeeded(name)
         return 0
-
-
-def _no_deadline() -> trio.CancelScope:
-    return trio.CancelScope()
 
 
 def _no_jitter() -> float:
