@@ -45,9 +45,15 @@ async def until(condition: Callable[[], bool]) -> None:
         await trio.sleep(0.01)
 
 
-def fill(rule: str, char: str) -> str:
-    """The rule with every parameter holding ``char`` (percent-encoded, as on the wire)."""
-    return re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: quote(f"id{char}{m.group(1)}"), rule)
+def fill(rule: str, char: str, agent_id: str | None = None) -> str:
+    """The rule with every parameter holding ``char`` (percent-encoded, as on the wire);
+    with ``agent_id``, the agent's own id stands in its place."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return agent_id if agent_id and name == "agent_id" else quote(f"id{char}{name}")
+
+    return re.sub(r"<(?:[^:>]+:)?([^>]+)>", value, rule)
 
 
 async def test_no_route_answers_5xx_to_hostile_characters_and_nothing_stops(
@@ -92,7 +98,7 @@ async def test_no_route_answers_5xx_to_hostile_characters_and_nothing_stops(
 
 def requests(rule: str, agent_id: str, char: str) -> list[tuple[str, dict[str, str] | None, Any]]:
     """Hostile path parameters, query values and names, and body strings and keys."""
-    clean = fill(rule, "").replace(quote("id"), "id").replace("idagent_id", agent_id)
+    clean = fill(rule, "", agent_id)
     return [
         (fill(rule, char), None, {}),
         (clean, {"status": f"Active{char}"}, None),
