@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, cast
 
+import psutil
 import trio
 from cryptography import x509
 
@@ -116,6 +117,10 @@ class Server(ABC):
     local_modules: ClassVar[str] = ""
     image_user: ClassVar[str] = ""
     image_modules: ClassVar[str] = ""
+    # Children a local process has once a reload has settled; None: nothing to wait for.
+    # NGINX's old workers keep accepting for a moment after a reload, so a handshake
+    # then may still get the old leaf even though new workers already serve the new one.
+    settled_children: ClassVar[int | None] = None
 
     def local(self, place: Place) -> Commands:
         """Commands for the local process; ``place`` holds host paths."""
@@ -156,6 +161,7 @@ class Nginx(Server):
     package = "nginx"
     binary = "nginx"
     image = "nginx:1.27-alpine"
+    settled_children = 1  # worker_processes in containers/sidecars/nginx/nginx.conf
 
     def local(self, place: Place) -> Commands:
         base = (self.binary, "-p", place.run, "-e", place.log, "-c", f"{place.conf}/nginx.conf")
@@ -399,8 +405,13 @@ class Sidecar(ABC):
         config.update(overrides)
         return {k: v for k, v in config.items() if v is not None}
 
+    @abstractmethod
+    def settle(self) -> None:
+        """Return once processes from before the last reload have stopped accepting."""
+
     def served(self, *, starttls: bool = False, timeout: float = 5.0) -> x509.Certificate:
-        """The leaf the server presents now, by a plain stdlib handshake."""
+        """The leaf a new client gets, by a plain stdlib handshake once reloads settled."""
+        self.settle()
         if starttls:
             if self.starttls_endpoint is None or self.server.starttls is None:
                 raise ValueError(f"{self.name} has no STARTTLS listener")
@@ -618,6 +629,19 @@ class LocalSidecar(Sidecar):
             raise SidecarFailed(f"{' '.join(self.commands.start)} failed:\n{self.logs()}")
         self.wait_ready()
 
+    def settle(self) -> None:
+        wanted, process = self.server.settled_children, self.process
+        if wanted is None or process is None or process.poll() is not None:
+            return
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while len(children := _children(process.pid)) > wanted:
+            if time.monotonic() > deadline:
+                raise SidecarFailed(
+                    f"{self.name} still runs {len(children)} workers {STOP_TIMEOUT:g} s after "
+                    f"a reload, not {wanted}; its log:\n{self.logs()}"
+                )
+            time.sleep(0.02)
+
     def stop(self) -> None:
         """Stop the server and every process it forked (its whole session)."""
         commands, process = self.commands, self.process
@@ -649,6 +673,13 @@ class LocalSidecar(Sidecar):
             for path in sorted(run.glob("*.log"))
         ]
         return "\n".join(parts)
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return []
 
 
 def _processes_under(prefix: str) -> list[int]:
@@ -698,6 +729,10 @@ class ContainerSidecar(Sidecar):
             modules=server.image_modules,
         )
         self.commands = server.container(self.place)
+
+    def settle(self) -> None:
+        """Nothing to wait on: the container's processes are not ours to inspect, so
+        comparisons go through ``wait_served``, which polls."""
 
     def start(self) -> None:
         from testcontainers.core.container import DockerContainer  # noqa: PLC0415 - Docker only

@@ -212,12 +212,12 @@ def test_issue_and_deploy_to_nginx(world: World) -> None:
     )
     assert done["status"] == "Completed", (done, world.agent_log.read_text()[-3000:])
     version = world.latest_version()
-    assert world.served() == version["fingerprint_sha256"]
+    leaf = world.nginx.served()
+    assert fingerprint_sha256(leaf) == version["fingerprint_sha256"]
     assert done["verification_status"] == "Success"
     assert done["verification_fingerprint"] == version["fingerprint_sha256"]
 
     # The served leaf chains to the local CA, checked independently of the deploy path.
-    leaf = world.nginx.served()
     exported = world.get(f"/api/v1/certificates/{world.ids['certificate']}/export/pem")
     chain = load_certificates(exported["chain_pem"].encode())
     verify_chain(leaf, chain[:-1], roots=chain[-1:], now=datetime.now(UTC), server_name=COMMON_NAME)
