@@ -291,6 +291,88 @@ def agent_policy_show(env_file: Path | None) -> None:
         click.echo(line)
 
 
+@agent_group.command("install")
+@click.option("--server-url", required=True, help="The control plane's https:// URL.")
+@click.option(
+    "--token",
+    envvar="CERTCTL_AGENT_BOOTSTRAP_TOKEN",
+    show_envvar=True,
+    help="The bootstrap token; prefer the variable or --token-file (a command line is "
+    "visible to every user of the host). Asked for when neither is given.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding the bootstrap token.",
+)
+@click.option(
+    "--ca-bundle",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM of the CA that signed the control plane's certificate (default: system store).",
+)
+@click.option("--name", help="The agent's name (default: this host's name).")
+@click.option(
+    "--prefix",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/"),
+    show_default=True,
+    help="Root directory to write under (a staging tree or image).",
+)
+@click.option("--dry-run", is_flag=True, help="Print each file it would write; write nothing.")
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def agent_install(
+    *,
+    server_url: str,
+    token: str | None,
+    token_file: Path | None,
+    ca_bundle: Path | None,
+    name: str | None,
+    prefix: Path,
+    dry_run: bool,
+    force: bool,
+) -> None:
+    """Write the agent's env file, a host policy and its systemd unit.
+
+    The token is never printed. Exit 0: written (or shown, with --dry-run); 2: an option
+    is refused or a file exists without --force; 1: a file cannot be written.
+    """
+    from certctl.agent.install import NEXT_COMMAND, Answers, plan, read_token, write
+
+    if token is not None and token_file is not None:
+        raise click.UsageError(
+            "give the bootstrap token once: --token-file or --token "
+            "(CERTCTL_AGENT_BOOTSTRAP_TOKEN), not both."
+        )
+    try:
+        if token_file is not None:
+            token = read_token(token_file)
+        elif token is None:
+            token = str(click.prompt("Bootstrap token", hide_input=True))
+        answers = Answers(server_url, token, ca_bundle, name)
+        made = plan(answers, prefix=prefix.absolute(), force=force, now=datetime.now(UTC))
+    except config.ConfigError as exc:
+        click.echo(f"certctl: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    if dry_run:
+        for item in made:
+            click.echo(f"# would write {item.path} (mode {item.mode:04o})")
+            click.echo(item.shown)
+        click.echo(f"nothing written (--dry-run); then run: {NEXT_COMMAND}")
+        return
+    try:
+        write(made)
+    except OSError as exc:
+        click.echo(
+            f"certctl: cannot write under {prefix} ({exc.strerror or exc}: {exc.filename}); "
+            "run as root or choose a --prefix you can write to.",
+            err=True,
+        )
+        sys.exit(1)
+    for item in made:
+        click.echo(f"wrote {item.path} (mode {item.mode:04o})")
+    click.echo(f"next: {NEXT_COMMAND}")
+
+
 @main.group("server", invoke_without_command=True)
 @_ENV_FILE
 @click.pass_context
@@ -429,6 +511,67 @@ def issuer_import_ca(
     failed = outcome.startswith("certctl:")
     click.echo(outcome, err=failed)
     sys.exit(1 if failed else 0)
+
+
+@main.command("healthcheck")
+@_ENV_FILE
+@click.option(
+    "--role",
+    type=click.Choice([r.value for r in config.Role]),
+    default=config.Role.SERVER.value,
+    show_default=True,
+    help="Probe the server (HTTPS /health and /ready) or this host's agent (its liveness file).",
+)
+@click.option("--url", help="Server URL; default https://localhost:$CERTCTL_SERVER_PORT.")
+@click.option(
+    "--cacert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CA bundle the server's certificate chains to (default: the system trust store).",
+)
+@click.option(
+    "--insecure-localhost",
+    is_flag=True,
+    help="Skip certificate checks; only for a loopback URL (the probe and server share a host).",
+)
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds per request.")
+def healthcheck(
+    *,
+    env_file: Path | None,
+    role: str,
+    url: str | None,
+    cacert: Path | None,
+    insecure_localhost: bool,
+    timeout: float,
+) -> None:
+    """Exit 0 when healthy, 1 (with one line) when not, 2 when the probe's options are wrong.
+
+    For container HEALTHCHECKs and init systems: needs no curl, pgrep or other OS package.
+    """
+    from certctl.agent.liveness import Unhealthy
+    from certctl.healthcheck import ProbeRefused, check_agent, check_server, server_probe
+
+    settings = _agent_settings(env_file)
+    if role == config.Role.AGENT and (url or cacert or insecure_localhost):
+        raise click.UsageError(
+            "--url, --cacert and --insecure-localhost probe the server; drop them with "
+            "--role agent (it reads the agent's liveness file)."
+        )
+    try:
+        if role == config.Role.AGENT:
+            verdict = check_agent(settings.effective_agent_state_dir, datetime.now(UTC))
+        else:
+            target = url or f"https://localhost:{settings.server_port}"
+            probe = server_probe(
+                target, cacert=cacert, insecure_localhost=insecure_localhost, timeout=timeout
+            )
+            verdict = check_server(probe)
+    except ProbeRefused as exc:
+        click.echo(f"certctl: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except Unhealthy as exc:
+        click.echo(f"unhealthy: {exc}", err=True)
+        sys.exit(1)
+    click.echo(verdict)
 
 
 @main.command("demo")

@@ -15,19 +15,21 @@ pruning removes later.
 
 from __future__ import annotations
 
+import os
 import platform
 import random as _random
 import shlex
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from functools import partial
 from typing import NoReturn
 
 import trio
 
 from certctl import __version__
-from certctl.agent import issuance
+from certctl.agent import issuance, liveness
 from certctl.agent.connection import check_server_url
 from certctl.agent.control_plane import (
     FATAL,
@@ -53,6 +55,7 @@ from certctl.agent.targets import connector_for
 from certctl.config import ConfigError, Settings
 from certctl.connectors.targets.base import TargetConfigInvalid, sample_material
 from certctl.core.backoff import Backoff
+from certctl.core.clock import Clock, SystemClock
 from certctl.core.model import JobStatus, JobType
 from certctl.core.text import report_text
 from certctl.deploy import Engine, PolicyRefused, RollbackFailed, ValidateFailed
@@ -106,10 +109,13 @@ class Agent:
         facts: HostFacts | None = None,
         random: Callable[[], float] = _random.random,
         policy: HostPolicy | None = None,
+        clock: Clock | None = None,
     ) -> None:
         """``random`` jitters the poll backoff; tests pass a constant. ``policy`` is the
-        host policy, loaded from the settings when not given (``ConfigError`` if unusable)."""
+        host policy, loaded from the settings when not given (``ConfigError`` if unusable).
+        ``clock`` stamps the liveness record (virtual time in the fleet simulator)."""
         self._settings = settings
+        self._clock = clock or SystemClock()
         self._policy = policy if policy is not None else load_policy(settings)
         self._control_plane = control_plane
         self._facts = facts or host_facts()
@@ -228,15 +234,34 @@ class Agent:
             stop.cancel()
 
     async def _heartbeats(self, identity: AgentIdentity) -> NoReturn:
-        interval = self._settings.agent_heartbeat_interval.total_seconds()
+        interval = self._settings.agent_heartbeat_interval
+        started = self._clock.now()
+        answered: datetime | None = None
         while True:
+            error = ""
             try:
                 await self._control_plane.heartbeat(identity, self._facts)
+                answered = self._clock.now()
             except FATAL:
                 raise
             except ControlPlaneError as exc:
-                _log.warning("heartbeat failed", error=str(exc), status=exc.status)
-            await trio.sleep(interval)
+                error = str(exc)
+                _log.warning("heartbeat failed", error=error, status=exc.status)
+            await self._record_liveness(interval, started, answered, error)
+            await trio.sleep(interval.total_seconds())
+
+    async def _record_liveness(
+        self, interval: timedelta, started: datetime, answered: datetime | None, error: str
+    ) -> None:
+        """What ``certctl healthcheck --role agent`` reads; a failure to write it is logged
+        (the probe then reports the loop as stuck), never fatal to the agent."""
+        record = liveness.Liveness(
+            os.getpid(), interval, started, self._clock.now(), answered, error
+        )
+        try:
+            await trio.to_thread.run_sync(liveness.record, self._state_dir, record)
+        except OSError as exc:
+            _log.error("cannot write the liveness record", error=str(exc))
 
     async def _polls(self, identity: AgentIdentity, deployer: Deployer) -> NoReturn:
         failures = 0

@@ -404,6 +404,15 @@ async def _init_connection(conn: Conn) -> None:
     )
 
 
+class _Refused(Exception):
+    """PostgreSQL refused to open a session for the pool; carries its error across the
+    bridge so that it is told apart from an error in a statement."""
+
+    def __init__(self, refusal: BaseException) -> None:
+        super().__init__(str(refusal))
+        self.refusal = refusal
+
+
 def _unavailable(exc: BaseException) -> bool:
     if isinstance(exc, UNAVAILABLE):
         return True
@@ -509,11 +518,19 @@ class PostgresStore:
         pool = self._pool
 
         async def run() -> T:
-            async with pool.acquire() as conn:
+            try:
+                conn = await pool.acquire()
+            except asyncpg.PostgresError as exc:
+                # The pool opens connections lazily: a database that refuses new sessions
+                # (dropped, closed to connections, login revoked) is an outage, not a bug.
+                raise _Refused(exc) from exc
+            try:
                 if not write:
                     return await op(conn)
                 async with conn.transaction():
                     return await op(conn)
+            finally:
+                await pool.release(conn)
 
         return await self._bridge(run)
 
@@ -530,6 +547,8 @@ class PostgresStore:
             ) from None
         except (StoreError, ValueError):
             raise
+        except _Refused as exc:
+            raise StoreUnavailable(_down(exc.refusal)) from None
         except Exception as exc:
             if _unavailable(exc):
                 raise StoreUnavailable(_down(exc)) from None
