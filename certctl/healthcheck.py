@@ -126,14 +126,18 @@ def _get(client: httpx.Client, url: str) -> httpx.Response:
 
 
 def _reason(answer: httpx.Response) -> str:
-    """The server's own message (``{error, message}``), else the start of the body."""
+    """The server's own message (``{error, message}``), else the start of the body; on one
+    line and bounded whatever the peer sent."""
     try:
         body = answer.json()
     except ValueError:
-        return answer.text[:200].strip() or "(empty body)"
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return str(body["message"])
-    return answer.text[:200].strip()
+        body = None
+    text = (
+        body["message"]
+        if isinstance(body, dict) and isinstance(body.get("message"), str)
+        else answer.text
+    )
+    return " ".join(str(text).split())[:200] or "(empty body)"
 
 
 def _loopback(host: str) -> bool:

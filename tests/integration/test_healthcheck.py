@@ -88,6 +88,7 @@ def test_a_stopped_server_is_unhealthy() -> None:
     closed = probe("--url", f"https://127.0.0.1:{processes.free_port()}", "--insecure-localhost")
     assert closed.returncode == 1
     assert "refused the connection" in closed.stderr
+    assert len(closed.stderr.strip().splitlines()) == 1
 
 
 @pytest.fixture
@@ -118,6 +119,7 @@ def test_a_plaintext_port_is_unhealthy_and_an_http_url_is_refused(plaintext_port
     answered = probe("--url", f"https://127.0.0.1:{plaintext_port}", "--insecure-localhost")
     assert answered.returncode == 1
     assert "plaintext" in answered.stderr
+    assert len(answered.stderr.strip().splitlines()) == 1
     refused = probe("--url", f"http://127.0.0.1:{plaintext_port}", "--insecure-localhost")
     assert refused.returncode == 2
     assert "https://" in refused.stderr

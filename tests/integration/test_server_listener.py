@@ -249,7 +249,10 @@ def _report_and_wait(directory: Path, sockets: list[socket.socket]) -> None:
     """A stand-in worker: says which port it inherited, then stops cleanly on SIGTERM."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     port = sockets[0].getsockname()[1]
-    (directory / f"{os.getpid()}.port").write_text(str(port))
+    # Written aside and renamed: the test may look between the create and the write.
+    report = directory / f"{os.getpid()}.port"
+    report.with_suffix(".tmp").write_text(str(port))
+    report.with_suffix(".tmp").rename(report)
     while True:
         time.sleep(0.05)
 
@@ -271,7 +274,9 @@ def test_workers_share_the_socket_and_stop_on_sigterm(tmp_path: Path) -> None:
     settings = replace(config.load({}), server_port=0, server_workers=2)
 
     def stop_when_both_report() -> None:
-        deadline = time.monotonic() + 4
+        # A bound against a hang only (workers that never start): a slow machine must not
+        # turn into a stop before both have reported.
+        deadline = time.monotonic() + 120
         while len(list(tmp_path.glob("*.port"))) < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
         os.kill(os.getpid(), signal.SIGTERM)
