@@ -25,7 +25,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Everything that needs no sidecar; `-- --hypothesis-profile=deep` for the long run.
+    """Everything not marked `sidecar` or `process`; `-- --hypothesis-profile=deep` for the soak.
 
     Branch coverage of the deterministic core is enforced at 100% here: the core is where
     every decision lives, so an untested branch there is an untested decision.
@@ -34,8 +34,9 @@ def tests(session: nox.Session) -> None:
     session.run(
         "pytest",
         "-m",
-        "not sidecar",
+        "not sidecar and not process",
         "--hypothesis-profile=ci",
+        "--durations=10",
         "--cov=certctl.core",
         "--cov-branch",
         "--cov-report=term-missing",
@@ -47,14 +48,17 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def integration(session: nox.Session) -> None:
     """Connectors against real servers, and the end-to-end lifecycle (server + agent +
-    NGINX over HTTPS): the tests marked ``sidecar``.
+    NGINX over HTTPS): the tests marked ``sidecar``; and the product run as processes for a
+    minute (the demo, the compose stack): the tests marked ``process``.
 
     Servers run as containers when a Docker engine answers, otherwise as private local
     processes from the distribution's packages (``.ci/run`` installs them); a server that
     is missing skips with its install command.
     """
     session.install("-e", ".[test]")
-    session.run("pytest", "-m", "sidecar", "tests/integration", "tests/e2e", *session.posargs)
+    session.run(
+        "pytest", "-m", "sidecar or process", "tests/integration", "tests/e2e", *session.posargs
+    )
 
 
 @nox.session(python=PYTHON)

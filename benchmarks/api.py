@@ -1,8 +1,9 @@
 """Control-plane API under an agent workload, over HTTPS with keep-alive, from locust.
 
-A real ``certctl server`` runs as a subprocess (fresh TLS material from
-``certctl server init-tls``, a fresh data directory with the embedded PostgreSQL, or
-``CERTCTL_DATABASE_URL`` when that is set; rate limiting off, log level warning), and
+A real ``certctl server`` runs as a subprocess (``certctl.testing.server``: fresh TLS
+material as ``certctl server init-tls`` makes it, a fresh data directory with the embedded
+PostgreSQL, or ``CERTCTL_DATABASE_URL`` when that is set; rate limiting off, log level
+warning), and
 locust drives it headless from a separate process with the scenario in
 ``loadtest/agent_api.py``: simulated agents cycling heartbeat, work poll, status report
 and the operator deploy that queues the next report (1 : 2 : 1 : 1).
@@ -32,9 +33,6 @@ import math
 import os
 import secrets
 import shutil
-import signal
-import socket
-import ssl
 import statistics
 import subprocess
 import sys
@@ -49,6 +47,8 @@ from typing import Any
 from certctl.pki.csr import build_csr
 from certctl.pki.keys import generate_key
 from certctl.pki.names import SubjectAltNames
+from certctl.testing.processes import tail
+from certctl.testing.server import ServerProcess, child_env, control_plane
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtest" / "agent_api.py"
 WORKERS = (1, 2)
@@ -246,113 +246,40 @@ def _loadavg() -> str:
 # --------------------------------------------------------------------------- server
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _init_tls(directory: Path) -> dict[str, str]:
-    out = subprocess.run(
-        [sys.executable, "-m", "certctl", "server", "init-tls", "--dir", str(directory)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return dict(
-        line.split("=", 1)
-        for line in out.splitlines()
-        if line.startswith("CERTCTL_") and "=" in line
-    )
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    data_dir: Path
-    log: Path
-
-    def postmaster(self) -> int | None:
-        pidfile = self.data_dir / "postgres" / "postmaster.pid"
-        try:
-            return int(pidfile.read_text().split()[0])
-        except (OSError, IndexError, ValueError):
-            return None  # external database (CERTCTL_DATABASE_URL)
-
-
-def _get(url: str, context: ssl.SSLContext, path: str) -> int:
-    host, port = url.removeprefix("https://").rsplit(":", 1)
-    conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=5)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().status
-    finally:
-        conn.close()
-
-
 @contextlib.contextmanager
 def _server(
-    root: Path, tls: dict[str, str], workers: int, secret: dict[str, str]
-) -> Iterator[Server]:
-    root.mkdir(parents=True)
-    port = _free_port()
+    root: Path, tls_dir: Path, workers: int, encryption_key: str
+) -> Iterator[ServerProcess]:
+    """The harness's ``certctl server`` with ``workers`` workers and rate limiting off, once
+    every worker has finished starting; its exit status and log tail if it ended badly."""
     settings = {
-        "CERTCTL_SERVER_HOST": "127.0.0.1",
-        "CERTCTL_SERVER_PORT": str(port),
         "CERTCTL_SERVER_WORKERS": str(workers),
-        "CERTCTL_SERVER_TLS_CERT_PATH": tls["CERTCTL_SERVER_TLS_CERT_PATH"],
-        "CERTCTL_SERVER_TLS_KEY_PATH": tls["CERTCTL_SERVER_TLS_KEY_PATH"],
-        "CERTCTL_DATA_DIR": str(root / "data"),
-        "CERTCTL_API_KEYS": f"bench:{secret['api_key']}:admin",
-        "CERTCTL_AGENT_BOOTSTRAP_TOKEN": secret["bootstrap"],
-        "CERTCTL_CONFIG_ENCRYPTION_KEY": secret["encryption"],
         "CERTCTL_RATE_LIMIT_ENABLED": "false",
-        "CERTCTL_LOG_LEVEL": "warning",
+        # One key for every run: an external database keeps what an earlier run encrypted.
+        "CERTCTL_CONFIG_ENCRYPTION_KEY": encryption_key,
     }
-    env_file = root / "server.env"
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
-    # A variable set at launch would win over the env file: pass none but the database.
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("CERTCTL_") or k == "CERTCTL_DATABASE_URL"
-    }
-    log = root / "server.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "certctl", "server", "--env-file", str(env_file)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    server = Server(f"https://127.0.0.1:{port}", process, root / "data", log)
-    try:
-        _wait_ready(server, tls["CERTCTL_SERVER_CA_BUNDLE_PATH"], workers)
+    database = os.environ.get("CERTCTL_DATABASE_URL")
+    with control_plane(root, database_url=database, tls_dir=tls_dir, extra_env=settings) as server:
+        _wait_idle(server, workers)
         yield server
-    finally:
-        _stop(server)
+    if server.process.returncode != 0:
+        print(
+            f"  (server exited with {server.process.returncode}; log tail:)\n"
+            f"{tail(server.log_path, 15)}"
+        )
 
 
-def _wait_ready(server: Server, ca_file: str, workers: int) -> None:
-    context = ssl.create_default_context(cafile=ca_file)
-    deadline = time.monotonic() + 90
-    while True:
-        if server.process.poll() is not None:
-            raise RuntimeError(
-                f"server exited with {server.process.returncode}:\n{_tail(server.log)}"
-            )
-        try:
-            if _get(server.url, context, "/ready") == 200:
-                break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"server not ready after 90 s:\n{_tail(server.log)}")
-        time.sleep(0.2)
-    # With several workers /ready answers as soon as one serves: wait until the others
-    # have finished starting too (imports, store pool), i.e. the process tree idles.
+def _postmaster(server: ServerProcess) -> int | None:
+    pidfile = Path(server.env["CERTCTL_DATA_DIR"]) / "postgres" / "postmaster.pid"
+    try:
+        return int(pidfile.read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None  # external database (CERTCTL_DATABASE_URL)
+
+
+def _wait_idle(server: ServerProcess, workers: int) -> None:
+    """With several workers /ready answers as soon as one serves: wait until the others
+    have finished starting too (imports, store pool), i.e. the process tree idles."""
     deadline = time.monotonic() + 30
     previous = _tree_cpu(server.process.pid, _parents())
     while time.monotonic() < deadline:
@@ -363,36 +290,15 @@ def _wait_ready(server: Server, ca_file: str, workers: int) -> None:
         previous = current
 
 
-def _stop(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            server.process.wait(timeout=45)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
-            print("  (server did not stop within 45 s of SIGTERM; killed)")
-    if server.process.returncode not in (0, None):
-        print(f"  (server exited with {server.process.returncode}; log tail:)\n{_tail(server.log)}")
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
 # --------------------------------------------------------------------------- per call
 
 
 class _Client:
     """One keep-alive HTTPS connection that verifies the server against its CA."""
 
-    def __init__(self, url: str, ca_file: str) -> None:
-        host, port = url.removeprefix("https://").rsplit(":", 1)
+    def __init__(self, server: ServerProcess) -> None:
         self._conn = http.client.HTTPSConnection(
-            host, int(port), context=ssl.create_default_context(cafile=ca_file), timeout=30
+            "127.0.0.1", server.port, context=server.ssl_context(), timeout=30
         )
 
     def call(self, method: str, path: str, body: object = None, token: str = "") -> Any:
@@ -418,17 +324,15 @@ def _csr(common_name: str) -> str:
     return build_csr(generate_key(), common_name=common_name, sans=names).decode()
 
 
-def _per_call_cpu(
-    server: Server, ca_file: str, secret: dict[str, str]
-) -> dict[str, tuple[float, float]]:
+def _per_call_cpu(server: ServerProcess) -> dict[str, tuple[float, float]]:
     """Median server and PostgreSQL CPU seconds per call, one at a time on one connection.
 
     One agent set up as in ``loadtest/agent_api.py``, then ``PER_CALL_CYCLES`` cycles of
     the floor, an operator call that touches no table (auth + audit only) and the five
     calls of the agent mix, each call timed on its own.
     """
-    client = _Client(server.url, ca_file)
-    api, name = secret["api_key"], f"percall-{secrets.token_hex(4)}"
+    client = _Client(server)
+    api, name = server.api_key, f"percall-{secrets.token_hex(4)}"
     common_name = f"{name}.load.example.com"
     owner = client.call(
         "POST", "/api/v1/owners", {"name": "per call", "email": "p@example.com"}, api
@@ -437,7 +341,7 @@ def _per_call_cpu(
         "POST",
         "/api/v1/agents/register",
         {"name": name, "hostname": common_name},
-        secret["bootstrap"],
+        server.bootstrap_token,
     )
     agent_id, key = agent["agent_id"], agent["agent_key"]
     target = client.call(
@@ -511,7 +415,7 @@ def _per_call_cpu(
             if cycle == PER_CALL_WARMUP:  # pool connections are open by now
                 children = _parents()
                 server_pids = _tree_pids(server.process.pid, children)
-                pg_pids = _tree_pids(server.postmaster(), children)
+                pg_pids = _tree_pids(_postmaster(server), children)
             for label, call in calls:
                 if cycle < PER_CALL_WARMUP:
                     call()
@@ -542,10 +446,13 @@ def _percentile(ordered: list[float], q: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def _locust(server: Server, scenario: Scenario, work: Path, env: dict[str, str]) -> Result:
+def _locust(server: ServerProcess, scenario: Scenario, work: Path) -> Result:
     prefix = work / f"{scenario.key}-{time.monotonic_ns()}"
     run_env = {
-        **env,
+        **child_env(),
+        "CERTCTL_SERVER_CA_BUNDLE_PATH": str(server.ca_path),
+        "CERTCTL_AGENT_BOOTSTRAP_TOKEN": server.bootstrap_token,
+        "CERTCTL_LOAD_API_KEY": server.api_key,
         "CERTCTL_LOAD_RATE": str(scenario.rate_per_user),
         "CERTCTL_LOAD_SAMPLES": str(prefix),
     }
@@ -573,7 +480,7 @@ def _locust(server: Server, scenario: Scenario, work: Path, env: dict[str, str])
         str(prefix),
         scenario.user_class,
     ]
-    roots: dict[str, int | None] = {"server": server.process.pid, "postgres": server.postmaster()}
+    roots: dict[str, int | None] = {"server": server.process.pid, "postgres": _postmaster(server)}
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=run_env, text=True
     )
@@ -651,17 +558,7 @@ def run() -> None:
     load_before = _loadavg()
     speed_before = _reference_loop_ms()
     try:
-        tls = _init_tls(root / "tls")
-        secret = {
-            "api_key": secrets.token_urlsafe(32),
-            "bootstrap": secrets.token_urlsafe(32),
-            "encryption": secrets.token_urlsafe(32),
-        }
-        load_env = {k: v for k, v in os.environ.items() if not k.startswith("CERTCTL_")} | {
-            "CERTCTL_SERVER_CA_BUNDLE_PATH": tls["CERTCTL_SERVER_CA_BUNDLE_PATH"],
-            "CERTCTL_AGENT_BOOTSTRAP_TOKEN": secret["bootstrap"],
-            "CERTCTL_LOAD_API_KEY": secret["api_key"],
-        }
+        encryption_key = secrets.token_urlsafe(32)
         database = "CERTCTL_DATABASE_URL" if _external_db() else "embedded PostgreSQL"
         print(
             f"certctl server subprocess, {database}, TLS 1.3 with keep-alive, rate limiting "
@@ -672,11 +569,12 @@ def run() -> None:
             flush=True,
         )
         for workers in WORKERS:
-            with _server(root / f"workers-{workers}", tls, workers, secret) as server:
+            work = root / f"workers-{workers}"
+            with _server(work, root / "tls", workers, encryption_key) as server:
                 if workers == 1:
-                    per_call = _per_call_cpu(server, tls["CERTCTL_SERVER_CA_BUNDLE_PATH"], secret)
+                    per_call = _per_call_cpu(server)
                 for scenario in SCENARIOS:
-                    result = _locust(server, scenario, root, load_env)
+                    result = _locust(server, scenario, root)
                     results[(workers, scenario.key)] = result
                     print(
                         f"  workers={workers} {scenario.label}: {result.rps:,.0f} req/s, "

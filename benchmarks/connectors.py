@@ -28,10 +28,11 @@ import trio
 from cryptography import x509
 
 from certctl.connectors.targets.registry import AnyConnector, load_connector
-from certctl.deploy import Command, Engine, Plan, Result, Verification, Verifier
+from certctl.deploy import Command, Engine, Handshake, Plan, Result, Verifier
 from certctl.pki.pem import fingerprint_sha256
 from certctl.testing.material import Issuer, Material
-from certctl.testing.sidecars import Sidecar, SidecarUnavailable, launch
+from certctl.testing.sidecars.launchers import launch
+from certctl.testing.sidecars.servers import Sidecar, SidecarUnavailable
 
 SERVERS = ("nginx", "haproxy")
 ROUNDS = 40
@@ -101,7 +102,7 @@ class _Timed:
         self._inner = inner
         self._marks = marks
 
-    async def verify(self, leaf: x509.Certificate) -> Verification:
+    async def verify(self, leaf: x509.Certificate) -> Handshake:
         self._marks.append(time.perf_counter())
         return await self._inner.verify(leaf)
 

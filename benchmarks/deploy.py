@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from certctl.deploy import Engine, File, OsFileSystem, Plan, Role
+from certctl.deploy import Engine, File, FileRole, OsFileSystem, Plan
 from certctl.testing.material import Issuer
 
 ROUNDS = 300
@@ -61,9 +61,9 @@ def run() -> None:
         plans = [
             Plan(
                 files=(
-                    File(os.path.join(site, names[0]), v.cert_pem, Role.CERT),
-                    File(os.path.join(site, names[1]), v.chain_pem, Role.CHAIN),
-                    File(os.path.join(site, names[2]), v.key_pem, Role.KEY),
+                    File(os.path.join(site, names[0]), v.cert_pem, FileRole.CERT),
+                    File(os.path.join(site, names[1]), v.chain_pem, FileRole.CHAIN),
+                    File(os.path.join(site, names[2]), v.key_pem, FileRole.KEY),
                 )
             )
             for v in versions

@@ -53,6 +53,7 @@ _BASELINE = """
 import asyncio, json, sys, time
 import asyncpg
 from certctl.store.rows import CERTIFICATES
+from certctl.services.rules import DOMAIN_RULES
 
 async def _keep_session(conn):
     pass
@@ -173,6 +174,7 @@ def _baseline(dsn: str, sql: str, ids: list[str]) -> dict[str, float]:
 
 
 async def _store_figures(dsn: str, ids: list[str]) -> dict[str, Any]:
+    from certctl.services.rules import DOMAIN_RULES
     from certctl.store.postgres import open_postgres_store
 
     figures: dict[str, Any] = {}
@@ -186,7 +188,7 @@ async def _store_figures(dsn: str, ids: list[str]) -> dict[str, Any]:
         for _ in range(LOOKUPS):
             await cross()
         figures["crossing"] = (time.perf_counter() - start) / LOOKUPS
-    async with open_postgres_store(dsn, max_size=4) as store:
+    async with open_postgres_store(dsn, DOMAIN_RULES, max_size=4) as store:
         for i in ids[:300]:
             await store.get_certificate(i)
         start = time.perf_counter()
@@ -223,7 +225,7 @@ async def _store_figures(dsn: str, ids: list[str]) -> dict[str, Any]:
 
 
 def run() -> None:
-    from certctl.store.postgres import _select
+    from certctl.store._sql import select_from
 
     root = Path(tempfile.mkdtemp(prefix="certctl-bench-store-"))
     embedded = EmbeddedPostgres.start(root)
@@ -243,7 +245,7 @@ def run() -> None:
 
         step = CERTIFICATES_TOTAL // LOOKUPS
         ids = [f"cert-{i:06d}" for i in range(0, CERTIFICATES_TOTAL, step)]
-        sql = f"{_select(CERTIFICATES)} WHERE c.id = $1"
+        sql = f"{select_from(CERTIFICATES)} WHERE c.id = $1"
         figures = trio.run(_store_figures, dsn, ids)
         baseline = _baseline(dsn, sql, ids)
     finally:

@@ -48,6 +48,7 @@ from certctl.core.model import (
     TargetType,
     Team,
 )
+from certctl.services.rules import DOMAIN_RULES
 from certctl.store.base import Store
 from certctl.store.embedded import EmbeddedPostgres
 from certctl.store.memory import MemoryStore
@@ -146,7 +147,9 @@ async def pg_dsn(pg_cluster: Cluster) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def pg_store(pg_dsn: str) -> AsyncIterator[PostgresStore]:
-    async with open_postgres_store(pg_dsn, max_size=4, encryption_key=PASSPHRASE) as store:
+    async with open_postgres_store(
+        pg_dsn, DOMAIN_RULES, max_size=4, encryption_key=PASSPHRASE
+    ) as store:
         yield store
 
 
@@ -154,11 +157,11 @@ async def pg_store(pg_dsn: str) -> AsyncIterator[PostgresStore]:
 async def store(request: pytest.FixtureRequest, pg_cluster: Cluster) -> AsyncIterator[Store]:
     """Each protocol test runs on both stores: the semantics are the contract."""
     if request.param == "memory":
-        yield MemoryStore(encryption_key=PASSPHRASE)
+        yield MemoryStore(DOMAIN_RULES, encryption_key=PASSPHRASE)
         return
     async with (
         fresh_database(pg_cluster) as dsn,
-        open_postgres_store(dsn, max_size=4, encryption_key=PASSPHRASE) as pg,
+        open_postgres_store(dsn, DOMAIN_RULES, max_size=4, encryption_key=PASSPHRASE) as pg,
     ):
         yield pg
 

@@ -1,4 +1,4 @@
-"""What the agent asks of the control plane, as a protocol over plain data.
+"""What the agent asks of the control plane, as a protocol over ``certctl.protocol``'s messages.
 
 The runner depends only on ``ControlPlane``: ``HttpControlPlane`` speaks the HTTPS protocol
 of docs/agent-protocol.md, and the fleet simulator plugs in an implementation that calls
@@ -11,15 +11,23 @@ Errors are protocol-level, not HTTP-level, so the runner never imports httpx:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
-from certctl.core.model import JobStatus, JobType, KeyAlgorithm, VerificationStatus
+from certctl.core.errors import CertctlError
+from certctl.core.model import JobStatus
+from certctl.protocol import (
+    AgentIdentity,
+    CertificateMaterial,
+    HostFacts,
+    IssuedVersion,
+    TargetSpec,
+    Verification,
+    WorkItem,
+)
 
 
-class ControlPlaneError(Exception):
+class ControlPlaneError(CertctlError):
     """A call failed; ``status`` is the HTTP status (``None``: the server was not reached)
     and ``code`` the machine-readable ``error`` of the JSON error body."""
 
@@ -37,89 +45,12 @@ class Unauthorized(ControlPlaneError):
     """401: the bootstrap token or the agent key was refused."""
 
 
-class Forbidden(ControlPlaneError):
+class NotThisAgents(ControlPlaneError):
     """403: the job, certificate or target belongs to another agent."""
 
 
 # The control plane refusing the agent itself, as opposed to one call: the agent stops.
 FATAL = (AgentRetired, Unauthorized)
-
-
-@dataclass(frozen=True, slots=True)
-class AgentIdentity:
-    """Returned once by registration; every later call is made as this agent."""
-
-    agent_id: str
-    agent_key: str
-
-
-@dataclass(frozen=True, slots=True)
-class HostFacts:
-    """What the agent says about its host; empty values are left out of heartbeats."""
-
-    hostname: str
-    os: str = ""
-    architecture: str = ""
-    ip_address: str = ""
-    version: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class TargetSpec:
-    """A deployment target as the agent receives it; ``config`` may hold a ``secret``."""
-
-    id: str
-    name: str
-    type: str
-    config: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class WorkItem:
-    """One job: an AwaitingCSR issuance or renewal, or a claimed (Running) deployment."""
-
-    job_id: str
-    type: JobType
-    status: JobStatus
-    certificate_id: str
-    common_name: str
-    sans: tuple[str, ...]
-    key_algorithm: KeyAlgorithm
-    key_size: int
-    target: TargetSpec | None
-
-
-@dataclass(frozen=True, slots=True)
-class IssuedVersion:
-    """The certificate version a CSR produced."""
-
-    id: str
-    serial_number: str
-    fingerprint_sha256: str
-    not_before: datetime
-    not_after: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class CertificateMaterial:
-    """The newest version of a certificate: the leaf and its chain, never a key."""
-
-    certificate_id: str
-    version_id: str
-    serial_number: str
-    fingerprint_sha256: str
-    not_after: datetime
-    cert_pem: str
-    chain_pem: str
-
-
-@dataclass(frozen=True, slots=True)
-class Verification:
-    """The post-deploy handshake, as reported with a job's status."""
-
-    status: VerificationStatus
-    fingerprint: str | None = None
-    error: str | None = None
 
 
 class ControlPlane(Protocol):

@@ -15,15 +15,7 @@ from dataclasses import dataclass
 import trio
 from cryptography import x509
 
-from certctl.agent.control_plane import (
-    FATAL,
-    AgentIdentity,
-    CertificateMaterial,
-    ControlPlane,
-    ControlPlaneError,
-    Verification,
-    WorkItem,
-)
+from certctl.agent.control_plane import FATAL, ControlPlane, ControlPlaneError
 from certctl.agent.keystore import KeyStore, KeyStoreError, spki_sha256
 from certctl.agent.policy import HostPolicy
 from certctl.agent.targets import connector_for
@@ -35,8 +27,9 @@ from certctl.logging import get_logger
 from certctl.pki.errors import PKIError
 from certctl.pki.keys import private_key_pem
 from certctl.pki.pem import load_certificates
+from certctl.protocol import AgentIdentity, CertificateMaterial, Verification, WorkItem
 
-SKIPPED = Verification(VerificationStatus.SKIPPED)
+SKIPPED = Verification(status=VerificationStatus.SKIPPED)
 
 _log = get_logger("certctl.agent")
 
@@ -115,7 +108,7 @@ class Deployer:
                     guard=self._policy,
                 )
             except VerifyFailed as exc:
-                failure = Verification(VerificationStatus.FAILED, error=str(exc))
+                failure = Verification(status=VerificationStatus.FAILED, error=str(exc))
                 raise _Failed(str(exc), failure) from exc
             except DeployError as exc:
                 raise _Failed(str(exc)) from exc
@@ -135,7 +128,9 @@ class Deployer:
 def _verification(result: Result) -> Verification:
     if result.verification is None:
         return SKIPPED
-    return Verification(VerificationStatus.SUCCESS, fingerprint=result.verification.fingerprint)
+    return Verification(
+        status=VerificationStatus.SUCCESS, fingerprint=result.verification.fingerprint
+    )
 
 
 def _no_key(material: CertificateMaterial, leaf: x509.Certificate) -> str:

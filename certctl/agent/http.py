@@ -2,7 +2,7 @@
 
 The URL and the TLS context are checked when the client is built, before any request, so
 an ``http://`` URL or an unusable CA bundle never reaches the network. Responses are
-parsed into the protocol's dataclasses by pydantic; a body of the wrong shape is a
+parsed into ``certctl.protocol``'s models; a body of the wrong shape is a
 ``ControlPlaneError``, never a half-read value in the runner.
 """
 
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from certctl import __version__
 from certctl.agent.connection import (
@@ -27,59 +26,40 @@ from certctl.agent.connection import (
     client_ssl_context,
 )
 from certctl.agent.control_plane import (
-    AgentIdentity,
     AgentRetired,
-    CertificateMaterial,
     ControlPlaneError,
-    Forbidden,
-    HostFacts,
-    IssuedVersion,
-    TargetSpec,
+    NotThisAgents,
     Unauthorized,
-    Verification,
-    WorkItem,
 )
 from certctl.config import Settings
 from certctl.core.model import JobStatus
+from certctl.protocol import (
+    AgentIdentity,
+    CertificateMaterial,
+    CSRAnswer,
+    CSRSubmission,
+    HostFacts,
+    IssuedVersion,
+    TargetList,
+    TargetSpec,
+    Verification,
+    Work,
+    WorkItem,
+)
 
 TIMEOUT_SECONDS = 30.0
 # A few connections are plenty for one agent; idle ones are kept long enough to span a
 # poll interval so each poll does not pay for a new TLS handshake.
 LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=4, keepalive_expiry=90.0)
 
-_T = TypeVar("_T")
+_T = TypeVar("_T", bound=BaseModel)
 # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
 _NAME_MISMATCH = frozenset({62, 64})
 _ERRORS: Mapping[int, type[ControlPlaneError]] = {
     401: Unauthorized,
-    403: Forbidden,
+    403: NotThisAgents,
     410: AgentRetired,
 }
-
-
-class _Registered(BaseModel):
-    agent_id: str
-    agent_key: str
-
-
-class _Work(BaseModel):
-    jobs: list[WorkItem]
-
-
-class _CSRAnswer(BaseModel):
-    version: IssuedVersion
-
-
-class _Targets(BaseModel):
-    targets: list[TargetSpec]
-
-
-# Built once: building an adapter costs far more than using it.
-_REGISTERED = TypeAdapter(_Registered)
-_WORK = TypeAdapter(_Work)
-_CSR_ANSWER = TypeAdapter(_CSRAnswer)
-_TARGETS = TypeAdapter(_Targets)
-_CERTIFICATE = TypeAdapter(CertificateMaterial)
 
 
 class HttpControlPlane:
@@ -129,27 +109,25 @@ class HttpControlPlane:
         await self._client.aclose()
 
     async def register(self, bootstrap_token: str, name: str, facts: HostFacts) -> AgentIdentity:
-        body = {"name": name, **_present(asdict(facts))}
-        answer = await self._call("POST", "/agents/register", bootstrap_token, _REGISTERED, body)
-        return AgentIdentity(answer.agent_id, answer.agent_key)
+        body = {"name": name, **facts.present()}
+        return await self._call("POST", "/agents/register", bootstrap_token, AgentIdentity, body)
 
     async def heartbeat(self, agent: AgentIdentity, facts: HostFacts) -> None:
-        body = _present(asdict(facts))
-        await self._send("POST", _path(agent, "heartbeat"), agent.agent_key, body)
+        await self._send("POST", _path(agent, "heartbeat"), agent.agent_key, facts.present())
 
     async def work(self, agent: AgentIdentity, *, resume: bool = False) -> Sequence[WorkItem]:
         path = _path(agent, "work") + ("?resume=true" if resume else "")
-        answer = await self._call("GET", path, agent.agent_key, _WORK)
+        answer = await self._call("GET", path, agent.agent_key, Work)
         return answer.jobs
 
     async def submit_csr(self, agent: AgentIdentity, job_id: str, csr_pem: str) -> IssuedVersion:
-        body = {"job_id": job_id, "csr_pem": csr_pem}
-        answer = await self._call("POST", _path(agent, "csr"), agent.agent_key, _CSR_ANSWER, body)
+        body = CSRSubmission(job_id=job_id, csr_pem=csr_pem).model_dump()
+        answer = await self._call("POST", _path(agent, "csr"), agent.agent_key, CSRAnswer, body)
         return answer.version
 
     async def certificate(self, agent: AgentIdentity, certificate_id: str) -> CertificateMaterial:
         path = _path(agent, "certificates", certificate_id)
-        return await self._call("GET", path, agent.agent_key, _CERTIFICATE)
+        return await self._call("GET", path, agent.agent_key, CertificateMaterial)
 
     async def report_status(
         self,
@@ -164,12 +142,12 @@ class HttpControlPlane:
         if error is not None:
             body["error"] = error
         if verification is not None:
-            body["verification"] = asdict(verification)
+            body["verification"] = verification.model_dump(mode="json")
         path = _path(agent, "jobs", job_id, "status")
         await self._send("POST", path, agent.agent_key, body)
 
     async def targets(self, agent: AgentIdentity) -> Sequence[TargetSpec]:
-        answer = await self._call("GET", _path(agent, "targets"), agent.agent_key, _TARGETS)
+        answer = await self._call("GET", _path(agent, "targets"), agent.agent_key, TargetList)
         return answer.targets
 
     async def _call(
@@ -177,13 +155,13 @@ class HttpControlPlane:
         method: str,
         path: str,
         token: str,
-        shape: TypeAdapter[_T],
+        shape: type[_T],
         body: Mapping[str, Any] | None = None,
     ) -> _T:
         """One request, its answer parsed as ``shape``."""
         response = await self._send(method, path, token, body)
         try:
-            return shape.validate_json(response.content)
+            return shape.model_validate_json(response.content)
         except ValidationError as exc:
             problem = exc.errors(include_url=False)[0]
             where = ".".join(str(part) for part in problem["loc"]) or "body"
@@ -212,11 +190,6 @@ class HttpControlPlane:
 def _path(agent: AgentIdentity, *parts: str) -> str:
     """Ids are quoted: one holding ``/`` or ``?`` must not reach another route."""
     return "/".join(("/agents", *(quote(part, safe="") for part in (agent.agent_id, *parts))))
-
-
-def _present(values: Mapping[str, str]) -> dict[str, str]:
-    """Non-empty values only: the server replaces stored facts with each one sent."""
-    return {key: value for key, value in values.items() if value}
 
 
 def _unreachable(url: str, exc: httpx.TransportError) -> str:

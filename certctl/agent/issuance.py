@@ -7,11 +7,11 @@ gets RSA 3072), since a larger key only costs handshake time on every connection
 
 from __future__ import annotations
 
-from certctl.agent.control_plane import WorkItem
 from certctl.pki.csr import build_csr
 from certctl.pki.errors import PKIError
 from certctl.pki.keys import GENERATED_SPECS, KeySpec, SigningKey, generate_key
 from certctl.pki.names import SubjectAltNames, from_text
+from certctl.protocol import WorkItem
 
 
 def key_spec_for(item: WorkItem) -> KeySpec:

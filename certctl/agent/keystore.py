@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from certctl.agent.files import private_dir, write_private
+from certctl.core.errors import CertctlError
 from certctl.pki.errors import PKIError
 from certctl.pki.keys import SigningKey, private_key_pem
 from certctl.pki.pem import load_private_key
@@ -35,7 +36,7 @@ _KEY_NAME = re.compile(r"[0-9a-f]{64}")
 _CERTIFICATE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-class KeyStoreError(Exception):
+class KeyStoreError(CertctlError):
     """A key cannot be stored or read; the message names the file and the fix."""
 
 

@@ -42,13 +42,13 @@ from certctl.connectors.targets.base import TargetConfigInvalid
 from certctl.connectors.targets.fields import SPECIAL_BITS, parse_mode
 from certctl.connectors.targets.registry import CONNECTORS, target_type
 from certctl.core.model import TargetType
-from certctl.deploy import Command, CommandInvalid, Plan, PolicyRefused, Role, parse_command
+from certctl.deploy import Command, CommandInvalid, FileRole, Plan, PolicyRefused, parse_command
 
 VARIABLE: Final = "CERTCTL_AGENT_POLICY_FILE"
 PYTHON: Final = "{python}"
 """Stands for this agent's own interpreter in a policy command (the Caddy admin hook)."""
 SHARED_ROOT: Final = "/etc/ssl/certctl"
-KEY_ROLES: Final = frozenset({Role.KEY, Role.COMBINED})
+KEY_ROLES: Final = frozenset({FileRole.KEY, FileRole.COMBINED})
 
 
 @dataclass(frozen=True, slots=True)

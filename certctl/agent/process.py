@@ -24,7 +24,7 @@ from certctl.agent.control_plane import (
 )
 from certctl.agent.http import HttpControlPlane
 from certctl.agent.policy import load_policy
-from certctl.agent.runner import Agent, JobOutcome, TargetCheck
+from certctl.agent.runner import AgentRunner, JobOutcome, TargetCheck
 from certctl.agent.state import IDENTITY_FILE
 from certctl.config import ConfigError, Settings
 
@@ -57,21 +57,23 @@ def run(
         policy = load_policy(settings)
         if control_plane is None:
             client = HttpControlPlane.from_settings(settings)
-            agent = Agent(settings, client, policy=policy)
+            agent = AgentRunner(settings, client, policy=policy)
             return trio.run(_with_http, client, agent, mode, out, err)
-        agent = Agent(settings, control_plane, policy=policy)
+        agent = AgentRunner(settings, control_plane, policy=policy)
         return trio.run(_run, agent, mode, out, err)
     except ConfigError as exc:
         err(f"certctl: {exc}")
         return EXIT_CONFIG
 
 
-async def _with_http(client: HttpControlPlane, agent: Agent, mode: Mode, out: Say, err: Say) -> int:
+async def _with_http(
+    client: HttpControlPlane, agent: AgentRunner, mode: Mode, out: Say, err: Say
+) -> int:
     async with client:
         return await _run(agent, mode, out, err)
 
 
-async def _run(agent: Agent, mode: Mode, out: Say, err: Say) -> int:
+async def _run(agent: AgentRunner, mode: Mode, out: Say, err: Say) -> int:
     settings = agent.settings
     try:
         if mode is Mode.ONCE:

@@ -21,7 +21,7 @@ import random as _random
 import shlex
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import NoReturn
@@ -31,16 +31,7 @@ import trio
 from certctl import __version__
 from certctl.agent import issuance, liveness
 from certctl.agent.connection import check_server_url
-from certctl.agent.control_plane import (
-    FATAL,
-    AgentIdentity,
-    ControlPlane,
-    ControlPlaneError,
-    HostFacts,
-    TargetSpec,
-    Unauthorized,
-    WorkItem,
-)
+from certctl.agent.control_plane import FATAL, ControlPlane, ControlPlaneError, Unauthorized
 from certctl.agent.deployment import Deployer, Report
 from certctl.agent.keystore import KeyStore, KeyStoreError
 from certctl.agent.policy import HostPolicy, load_policy
@@ -61,6 +52,7 @@ from certctl.core.text import report_text
 from certctl.deploy import Engine, PolicyRefused, RollbackFailed, ValidateFailed
 from certctl.logging import get_logger
 from certctl.pki.errors import PKIError
+from certctl.protocol import AgentIdentity, HostFacts, TargetSpec, WorkItem
 
 BACKOFF_CAP = 300.0
 BACKOFF_JITTER = 0.5
@@ -98,7 +90,7 @@ def host_facts() -> HostFacts:
     )
 
 
-class Agent:
+class AgentRunner:
     """One agent: its state directory, key store, deploy engine and control plane."""
 
     def __init__(
@@ -368,7 +360,9 @@ class Agent:
         """
         verification = report.verification
         if verification is not None and verification.error is not None:
-            verification = replace(verification, error=report_text(verification.error))
+            verification = verification.model_copy(
+                update={"error": report_text(verification.error)}
+            )
         error = None if report.error is None else report_text(report.error)
         with trio.CancelScope(shield=True), trio.move_on_after(REPORT_GRACE):
             try:

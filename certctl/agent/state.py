@@ -13,9 +13,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from certctl.agent.control_plane import AgentIdentity
 from certctl.agent.files import private_dir, write_private
 from certctl.config import ConfigError
+from certctl.protocol import AgentIdentity
 
 STATE_VAR = "CERTCTL_AGENT_STATE_DIR"
 IDENTITY_FILE = "agent.json"

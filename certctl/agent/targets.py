@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from certctl.agent.control_plane import TargetSpec
 from certctl.config import Settings
 from certctl.connectors.targets.fields import format_duration
 from certctl.connectors.targets.registry import CONNECTORS, AnyConnector, target_type
+from certctl.protocol import TargetSpec
 
 SECRET_FIELD = "secret"  # noqa: S105 - the name of a config field, not a credential
 

@@ -27,8 +27,11 @@ from typing import ClassVar, Final
 
 from certctl.core.backoff import Backoff
 from certctl.core.clock import require_aware
+from certctl.core.errors import CertctlError
 from certctl.core.model import (
+    ACTIVE_JOB_STATUSES,
     RETRY_INTERVAL_SECONDS_RANGE,
+    TERMINAL_JOB_STATUSES,
     Job,
     JobStatus,
     JobType,
@@ -177,15 +180,6 @@ CREATION_STATES: Final = frozenset(
 )
 """States a job may be created in: queued, waiting for the agent's CSR, or for approval."""
 
-ACTIVE_STATES: Final = frozenset(
-    {JobStatus.PENDING, JobStatus.AWAITING_CSR, JobStatus.AWAITING_APPROVAL, JobStatus.RUNNING}
-)
-"""States in which a job holds on to its certificate and agent (they block retirement)."""
-
-TERMINAL_STATES: Final = frozenset({JobStatus.COMPLETED, JobStatus.CANCELLED})
-"""States no event leaves. A Failed job is final only once it has no retry scheduled; see
-``is_final``."""
-
 _COMPLETION_STATES: Final = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 _RULES: Final[tuple[tuple[type[Event], frozenset[JobStatus], JobStatus], ...]] = (
@@ -193,13 +187,13 @@ _RULES: Final[tuple[tuple[type[Event], frozenset[JobStatus], JobStatus], ...]] =
     (CSRRequested, frozenset({JobStatus.RUNNING}), JobStatus.AWAITING_CSR),
     (CSRSubmitted, frozenset({JobStatus.AWAITING_CSR}), JobStatus.RUNNING),
     (Succeeded, frozenset({JobStatus.RUNNING}), JobStatus.COMPLETED),
-    (Failure, ACTIVE_STATES, JobStatus.FAILED),
+    (Failure, ACTIVE_JOB_STATUSES, JobStatus.FAILED),
     (TimedOut, frozenset({JobStatus.AWAITING_CSR, JobStatus.AWAITING_APPROVAL}), JobStatus.FAILED),
     (AgentOffline, frozenset({JobStatus.RUNNING}), JobStatus.FAILED),
     (RetryDue, frozenset({JobStatus.FAILED}), JobStatus.PENDING),
     (Approved, frozenset({JobStatus.AWAITING_APPROVAL}), JobStatus.PENDING),
     (Rejected, frozenset({JobStatus.AWAITING_APPROVAL}), JobStatus.CANCELLED),
-    (Cancel, ACTIVE_STATES | {JobStatus.FAILED}, JobStatus.CANCELLED),
+    (Cancel, ACTIVE_JOB_STATUSES | {JobStatus.FAILED}, JobStatus.CANCELLED),
 )
 
 TRANSITIONS: Final[Mapping[tuple[JobStatus, type[Event]], JobStatus]] = MappingProxyType(
@@ -210,7 +204,7 @@ may still refuse a listed pair (a retry that is not due, a claim by the wrong ag
 unlisted pair is always refused."""
 
 
-class IllegalTransition(ValueError):
+class IllegalTransition(CertctlError, ValueError):
     """An event that the job's current state (or a guard on it) does not allow."""
 
     def __init__(self, job: Job, event: Event, reason: str) -> None:
@@ -272,7 +266,7 @@ def is_retry_due(job: Job, now: datetime) -> bool:
 
 def is_final(job: Job) -> bool:
     """True when no event can move the job any more."""
-    return job.status in TERMINAL_STATES or (
+    return job.status in TERMINAL_JOB_STATUSES or (
         job.status is JobStatus.FAILED and job.next_retry_at is None
     )
 

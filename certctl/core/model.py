@@ -50,6 +50,23 @@ class JobStatus(enum.StrEnum):
     CANCELLED = "Cancelled"
 
 
+CLOSED_CERTIFICATE_STATUSES: Final = frozenset(
+    {CertificateStatus.REVOKED, CertificateStatus.ARCHIVED}
+)
+"""Certificates no longer managed: they take no new version, are not renewed or revoked
+again, and no longer hold on to an agent. Every rule that says "closed" uses this set, the
+store's SQL included, so a new closing status cannot be forgotten in one place."""
+
+ACTIVE_JOB_STATUSES: Final = frozenset(
+    {JobStatus.PENDING, JobStatus.AWAITING_CSR, JobStatus.AWAITING_APPROVAL, JobStatus.RUNNING}
+)
+"""States in which a job holds on to its certificate and agent (they block retirement)."""
+
+TERMINAL_JOB_STATUSES: Final = frozenset({JobStatus.COMPLETED, JobStatus.CANCELLED})
+"""States no event leaves. A Failed job is final only once it has no retry scheduled; see
+``certctl.core.jobs.is_final``."""
+
+
 class AgentStatus(enum.StrEnum):
     """Liveness only: retirement is ``Agent.retired_at``, because a retired agent that was
     Online when retired must not look reachable, and one that is Offline is not merely late.

@@ -15,6 +15,7 @@ from typing import Final
 
 from certctl.core.clock import require_aware
 from certctl.core.model import (
+    CLOSED_CERTIFICATE_STATUSES,
     AlertSeverity,
     CertificateStatus,
     CertificateVersion,
@@ -27,7 +28,6 @@ SHORT_LIVED_FRACTION: Final = 1 / 3
 """Share of the lifetime left when a short-lived certificate renews (the ACME convention of
 renewing at two thirds of the lifetime)."""
 
-_NOT_MANAGED: Final = frozenset({CertificateStatus.REVOKED, CertificateStatus.ARCHIVED})
 _HELD: Final = frozenset({CertificateStatus.RENEWAL_IN_PROGRESS, CertificateStatus.FAILED})
 
 
@@ -174,7 +174,7 @@ def renewal_decision(
             f"latest.certificate_id is {latest.certificate_id}; pass a version of {cert.id}."
         )
     due_at = renewal_due_at(latest.not_before, latest.not_after, policy)
-    if cert.status in _NOT_MANAGED:
+    if cert.status in CLOSED_CERTIFICATE_STATUSES:
         return RenewalDecision(renew=False, status=cert.status, alerts=(), due_at=due_at)
     alerts = due_alerts(cert.id, latest.not_after, policy, now, sent_alert_keys)
     if cert.status in _HELD:

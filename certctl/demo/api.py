@@ -12,12 +12,13 @@ from typing import Any
 
 import httpx
 
-from certctl.demo.processes import trusting
+from certctl.core.errors import CertctlError
+from certctl.testing.server import trusting
 
 RATE_LIMIT_RETRIES = 10
 
 
-class ApiError(Exception):
+class ApiError(CertctlError):
     """The control plane refused a call or could not be reached; the message says which."""
 
 

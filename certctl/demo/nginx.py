@@ -12,19 +12,26 @@ one); the first deploy replaces it.
 
 from __future__ import annotations
 
-import contextlib
 import grp
 import os
 import pwd
 import shutil
-import socket
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from certctl.connectors.targets.base import sample_material
-from certctl.demo.processes import Child, child_env, free_port, spawn, tail
+from certctl.core.errors import CertctlError
+from certctl.testing.processes import (
+    Child,
+    StartFailed,
+    free_port,
+    spawn,
+    tail,
+    tcp_listening,
+    wait_ready,
+)
+from certctl.testing.server import child_env
 
 START_TIMEOUT = 15.0
 # Debian and others install nginx in /usr/sbin, which is not on every user's PATH.
@@ -36,7 +43,7 @@ def find_nginx() -> str | None:
     return shutil.which("nginx", path=path)
 
 
-class NginxFailed(Exception):
+class NginxFailed(CertctlError):
     """NGINX did not start; the message ends with its error log."""
 
 
@@ -90,15 +97,15 @@ class DemoNginx:
         self.child = spawn(
             "nginx", [*self._base()], self.prefix / "logs" / "stdout.log", env=child_env()
         )
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self._listening():
-            if not self.child.running or time.monotonic() > deadline:
-                self.stop()
-                raise NginxFailed(
-                    f"nginx did not start on 127.0.0.1:{self.port}; {self.error_log} ends "
-                    f"with:\n{tail(self.error_log, 10)}"
-                )
-            time.sleep(0.1)
+        try:
+            wait_ready(self.child, tcp_listening("127.0.0.1", self.port), timeout=START_TIMEOUT)
+        except StartFailed:
+            # NGINX reports why in its error log, not on the stdout the child's log holds.
+            self.stop()
+            raise NginxFailed(
+                f"nginx did not start on 127.0.0.1:{self.port}; {self.error_log} ends "
+                f"with:\n{tail(self.error_log, 10)}"
+            ) from None
 
     def stop(self) -> int | None:
         """SIGTERM to the master process (NGINX's fast shutdown), then wait."""
@@ -170,14 +177,6 @@ class DemoNginx:
             f"{servers}"
             "}\n"
         )
-
-    def _listening(self) -> bool:
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
-        ):
-            return True
-        return False
 
 
 def _current_owner() -> tuple[str, str] | None:

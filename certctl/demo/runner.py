@@ -33,13 +33,14 @@ from typing import Any
 
 from certctl import config
 from certctl.agent.policy import write_policy
-from certctl.demo import processes
 from certctl.demo.api import Api, ApiError
 from certctl.demo.live import Snapshot, View, clock, summarize
 from certctl.demo.nginx import DemoNginx, NginxFailed, find_nginx
 from certctl.demo.policy import agent_policy
-from certctl.demo.processes import Child, StartFailed
 from certctl.demo.seed import AGENTS, CERTIFICATES, Inventory, seed
+from certctl.testing import processes
+from certctl.testing.processes import Child, StartFailed
+from certctl.testing.server import start_certctl, tls_material, trusting, write_env
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 HOST = "127.0.0.1"
@@ -131,7 +132,7 @@ class Demo:
     # -- start --------------------------------------------------------------------------
 
     def start_server(self) -> bool:
-        _, cert, key = processes.tls_material(self.directory / "tls")
+        _, cert, key = tls_material(self.directory / "tls")
         values = {
             "CERTCTL_SERVER_HOST": HOST,
             "CERTCTL_SERVER_PORT": str(self.port),
@@ -152,10 +153,9 @@ class Demo:
         }
         env_file = self._env_file("server.env", values, config.Role.SERVER)
         self.say(f"certctl demo: starting the control plane on {self.url} (embedded PostgreSQL)")
-        self.server = processes.start_certctl("server", env_file, self.logs / "server.log")
-        return processes.wait_ready(
-            self.url, self.ca_path, self.server, cancelled=self.stop.requested
-        )
+        self.server = start_certctl("server", env_file, self.logs / "server.log")
+        ready = processes.https_ok(f"{self.url}/ready", trusting(self.ca_path))
+        return processes.wait_ready(self.server, ready, cancelled=self.stop.requested)
 
     def start_agents(self) -> dict[str, str] | None:
         """Start the agents; their ids by name once all have registered (``None``: stopped).
@@ -194,7 +194,7 @@ class Demo:
             }
             env_file = self._env_file(f"{name}.env", values, config.Role.AGENT, home)
             self.agents.append(
-                processes.start_certctl("agent", env_file, self.logs / f"{name}.log", name=name)
+                start_certctl("agent", env_file, self.logs / f"{name}.log", name=name)
             )
         deadline = time.monotonic() + REGISTER_TIMEOUT
         with self.api() as api:
@@ -238,15 +238,11 @@ class Demo:
         """Write an env file after checking it exactly as the process will: a refusal here
         is a bug in the demo, reported with the process's own sentence."""
         config.validate(config.load(values), role=role, now=datetime.now(UTC))
-        return processes.write_env((where or self.directory) / name, values)
+        return write_env((where or self.directory) / name, values)
 
     def _check_children(self) -> None:
         for child in [c for c in (self.server, *self.agents) if c is not None]:
-            if not child.running:
-                raise StartFailed(
-                    f"certctl {child.name} exited with status {child.process.returncode}; "
-                    f"its log ({child.log_path}) ends with:\n{processes.tail(child.log_path)}"
-                )
+            child.check_running()
 
     # -- show ---------------------------------------------------------------------------
 

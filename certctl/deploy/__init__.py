@@ -17,7 +17,7 @@ from certctl.deploy.errors import (
     VerifyFailed,
 )
 from certctl.deploy.fs import FileSystem, OsFileSystem, Stat, write_atomic
-from certctl.deploy.plan import File, FileDefaults, Plan, Result, Role, Verification
+from certctl.deploy.plan import File, FileDefaults, FileRole, Handshake, Plan, Result
 from certctl.deploy.recover import Recovery
 from certctl.deploy.run import (
     Command,
@@ -39,7 +39,9 @@ __all__ = [
     "Engine",
     "File",
     "FileDefaults",
+    "FileRole",
     "FileSystem",
+    "Handshake",
     "OsFileSystem",
     "Plan",
     "PlanInvalid",
@@ -48,14 +50,12 @@ __all__ = [
     "RecoveryPending",
     "ReloadFailed",
     "Result",
-    "Role",
     "RollbackFailed",
     "Runner",
     "Stat",
     "SubprocessRunner",
     "TLSVerifier",
     "ValidateFailed",
-    "Verification",
     "Verifier",
     "VerifyFailed",
     "parse_command",

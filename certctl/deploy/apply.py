@@ -50,13 +50,13 @@ from certctl.deploy.locks import PathLocks
 from certctl.deploy.material import check_material
 from certctl.deploy.names import backup_path, stamp, temp_path
 from certctl.deploy.ownership import Ids, Ownership, apply_ownership, lookup_ids, resolve_ownership
-from certctl.deploy.plan import Plan, Result, Verification, check_plan
+from certctl.deploy.plan import Handshake, Plan, Result, check_plan
 from certctl.deploy.recover import Recovery, recover_journal
 from certctl.deploy.run import CommandFailed, Runner, SubprocessRunner
 from certctl.deploy.steps import Tools, settle, sha256, sweep_temps, sync_dirs, undo
 from certctl.deploy.verify import Verifier
 
-VerifyStep = Callable[[x509.Certificate], Verification]
+VerifyStep = Callable[[x509.Certificate], Handshake]
 
 
 class Engine:
@@ -116,8 +116,8 @@ class Engine:
         if verifier is not None:
             bound = verifier
 
-            def verify(leaf: x509.Certificate) -> Verification:
-                verified: Verification = trio.from_thread.run(bound.verify, leaf)
+            def verify(leaf: x509.Certificate) -> Handshake:
+                verified: Handshake = trio.from_thread.run(bound.verify, leaf)
                 return verified
 
         result: Result = await trio.to_thread.run_sync(self.apply, plan, verify)
@@ -460,7 +460,7 @@ class _Deploy:
         *,
         reloaded: bool = False,
         rolled_back: bool = False,
-        verification: Verification | None = None,
+        verification: Handshake | None = None,
     ) -> Result:
         return Result(
             target_type=self._plan.target_type,

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from certctl.core.errors import CertctlError
+
 if TYPE_CHECKING:
     from certctl.deploy.plan import Result
 
 
-class DeployError(Exception):
+class DeployError(CertctlError):
     """Base class; ``result`` is set once the deploy got far enough to have one."""
 
     def __init__(self, message: str, result: Result | None = None) -> None:

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from certctl.core.errors import CertctlError
 from certctl.deploy.fs import FileSystem
 from certctl.deploy.run import Command
 
@@ -25,7 +26,7 @@ _NAME = re.compile(r"deploy-(\d{19})(\.committed)?\.json")
 _PARTIAL = re.compile(r"deploy-\d{19}\.json\.tmp")
 
 
-class JournalUnreadable(ValueError):
+class JournalUnreadable(CertctlError, ValueError):
     """A journal file that does not decode; only corruption or a foreign file gets here."""
 
 

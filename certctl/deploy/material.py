@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from certctl.deploy.errors import ValidateFailed
-from certctl.deploy.plan import File, Role
+from certctl.deploy.plan import File, FileRole
 from certctl.pki.errors import PKIError
 from certctl.pki.pem import (
     SigningKey,
@@ -25,8 +25,8 @@ from certctl.pki.pem import (
     load_private_key,
 )
 
-_LEAF_ROLES = frozenset({Role.CERT, Role.FULLCHAIN, Role.COMBINED})
-_KEY_ROLES = frozenset({Role.KEY, Role.COMBINED})
+_LEAF_ROLES = frozenset({FileRole.CERT, FileRole.FULLCHAIN, FileRole.COMBINED})
+_KEY_ROLES = frozenset({FileRole.KEY, FileRole.COMBINED})
 
 
 def check_material(files: Sequence[File], now: datetime) -> x509.Certificate | None:
@@ -40,7 +40,7 @@ def check_material(files: Sequence[File], now: datetime) -> x509.Certificate | N
     chains: list[tuple[File, list[x509.Certificate]]] = []
     keys: list[tuple[File, SigningKey]] = []
     for item in files:
-        if item.role is Role.OTHER:
+        if item.role is FileRole.OTHER:
             continue
         certs, key = _parse(item, now)
         if key is not None:
@@ -66,17 +66,17 @@ def check_material(files: Sequence[File], now: datetime) -> x509.Certificate | N
                 f"{leaf[0].path}; deploy the key generated for this certificate."
             )
     for item, certs in chains:
-        _check_order(item, [leaf[1], *certs] if item.role is Role.CHAIN else certs)
+        _check_order(item, [leaf[1], *certs] if item.role is FileRole.CHAIN else certs)
     return leaf[1]
 
 
 def _parse(item: File, now: datetime) -> tuple[list[x509.Certificate], SigningKey | None]:
     try:
-        certs = [] if item.role is Role.KEY else load_certificates(item.data)
+        certs = [] if item.role is FileRole.KEY else load_certificates(item.data)
         key = load_private_key(item.data) if item.role in _KEY_ROLES else None
     except PKIError as exc:
         raise ValidateFailed(f"{item.path} ({item.role}) is not usable: {exc}") from exc
-    if item.role is Role.CERT and len(certs) != 1:
+    if item.role is FileRole.CERT and len(certs) != 1:
         raise ValidateFailed(
             f"{item.path} holds {len(certs)} certificates but its role is cert; "
             "use role fullchain or keep only the leaf."

@@ -21,7 +21,7 @@ DEFAULT_BACKUP_RETENTION = 3
 DEFAULT_HOOK_TIMEOUT = 60.0
 
 
-class Role(StrEnum):
+class FileRole(StrEnum):
     """What a file holds, so the staged material can be checked before anything goes live."""
 
     CERT = "cert"  # the leaf certificate alone
@@ -47,7 +47,7 @@ class File:
 
     path: str
     data: bytes
-    role: Role = Role.OTHER
+    role: FileRole = FileRole.OTHER
     mode: int | None = None
     owner: str | None = None
     group: str | None = None
@@ -79,8 +79,9 @@ class Plan:
 
 
 @dataclass(frozen=True, slots=True)
-class Verification:
-    """What the endpoint served after the deploy."""
+class Handshake:
+    """What the endpoint served after the deploy: the post-deploy TLS handshake. The agent
+    reports it to the control plane as ``certctl.protocol.Verification``."""
 
     endpoint: str
     server_name: str | None
@@ -105,7 +106,7 @@ class Result:
     validated: bool = False
     reloaded: bool = False
     rolled_back: bool = False
-    verification: Verification | None = None
+    verification: Handshake | None = None
     warnings: tuple[str, ...] = ()
     duration: float = 0.0
 

@@ -13,6 +13,7 @@ import signal
 import subprocess
 from typing import Protocol
 
+from certctl.core.errors import CertctlError
 from certctl.core.text import bound_free_text
 
 Command = tuple[str, ...]
@@ -25,11 +26,11 @@ MAX_OUTPUT_CHARS = 4000
 _OPERATOR_CHARS = frozenset("();<>|&")
 
 
-class CommandInvalid(ValueError):
+class CommandInvalid(CertctlError, ValueError):
     """A configured command string that cannot be run safely without a shell."""
 
 
-class CommandFailed(Exception):
+class CommandFailed(CertctlError):
     """A command exited non-zero, timed out or could not start; ``output`` is what it
     printed, bounded."""
 

@@ -22,7 +22,7 @@ from cryptography import x509
 
 from certctl.core.backoff import Backoff
 from certctl.deploy.errors import VerifyFailed
-from certctl.deploy.plan import Verification
+from certctl.deploy.plan import Handshake
 from certctl.pki.pem import fingerprint_sha256
 
 DEFAULT_ATTEMPTS = 3
@@ -33,7 +33,7 @@ DEFAULT_TIMEOUT = 10.0
 class Verifier(Protocol):
     """Raises ``VerifyFailed`` when the endpoint does not serve ``leaf``."""
 
-    async def verify(self, leaf: x509.Certificate) -> Verification: ...
+    async def verify(self, leaf: x509.Certificate) -> Handshake: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +110,7 @@ class TLSVerifier:
         self._timeout = timeout
         self._random = random
 
-    async def verify(self, leaf: x509.Certificate) -> Verification:
+    async def verify(self, leaf: x509.Certificate) -> Handshake:
         expected = fingerprint_sha256(leaf)
         endpoint = self._endpoint
         problem = ""
@@ -124,7 +124,7 @@ class TLSVerifier:
                 continue
             fingerprint = fingerprint_sha256(served.certificate)
             if fingerprint == expected:
-                return Verification(
+                return Handshake(
                     endpoint=str(endpoint),
                     server_name=endpoint.sni,
                     tls_version=served.tls_version,

@@ -44,7 +44,7 @@ def reason_flag(reason: RevocationReason) -> x509.ReasonFlags:
 
 
 @dataclass(frozen=True, slots=True)
-class Revocation:
+class RevokedSerial:
     serial: int
     reason: RevocationReason
     revoked_at: datetime
@@ -52,7 +52,7 @@ class Revocation:
 
 def build_crl(
     authority: CertificateAuthority,
-    revocations: Iterable[Revocation],
+    revocations: Iterable[RevokedSerial],
     *,
     number: int,
     now: datetime,

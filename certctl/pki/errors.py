@@ -7,6 +7,8 @@ import warnings
 from cryptography import x509
 from cryptography.exceptions import InternalError, UnsupportedAlgorithm
 
+from certctl.core.errors import CertctlError
+
 # cryptography only warns about some violations in parsed input (a non-positive serial, an
 # over-long common name) and says it will reject them in a future release. For outside
 # input we want that future now, so warnings raised while this package parses are errors
@@ -30,7 +32,7 @@ PARSE_ERRORS = (
 )
 
 
-class PKIError(ValueError):
+class PKIError(CertctlError, ValueError):
     """Base class: outside input that is not usable key or certificate material."""
 
 

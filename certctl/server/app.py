@@ -37,6 +37,7 @@ from certctl.server.auth import OperatorKeys, Throttled, Unauthenticated, bearer
 from certctl.server.auth_throttle import AuthThrottle, Window
 from certctl.server.errors import BodyRefused, error_response, to_response
 from certctl.server.metrics import AUTH_FAILURES, REQUEST_SECONDS
+from certctl.server.openapi import CertctlOpenAPI
 from certctl.server.ratelimit import RateLimiter, retry_after
 from certctl.server.routes import agents, certificates, inventory, jobs, system
 from certctl.server.state import EXTENSION, ServerState, state
@@ -142,6 +143,7 @@ def create_app(
         info={"title": "certctl control plane", "version": "1"},
         security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
         security=[{"bearer": []}],
+        openapi_provider_class=CertctlOpenAPI,
     )
     app.json = _CheckedJSON(app, app.json)
     services = services or build_services(settings, store, clock)
@@ -256,7 +258,7 @@ async def _credential(kind: Access) -> Response | None:
             )
         return error_response(401, str(exc), headers={"WWW-Authenticate": 'Bearer realm="certctl"'})
     except ServiceError as exc:
-        return error_response(exc.status, exc.message, code=exc.code)
+        return to_response(exc)
     return None
 
 

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import trio
 
 from certctl.config import APIKey
+from certctl.core.errors import CertctlError
 from certctl.core.model import ActorType, Agent, KeyRole
 from certctl.services.context import Actor
 
 
-class Unauthenticated(Exception):
+class Unauthenticated(CertctlError):
     """401: no credential, a malformed header, or a credential nobody issued."""
 
 

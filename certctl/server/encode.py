@@ -9,17 +9,22 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
+
 
 def plain(value: Any) -> Any:
-    """Dataclasses, enums, datetimes, tuples and mappings as JSON-ready values."""
+    """Dataclasses, pydantic models (the protocol's messages), enums, datetimes, tuples and
+    mappings as JSON-ready values."""
+    if isinstance(value, BaseModel):
+        return {name: plain(item) for name, item in value}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return plain({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Mapping):
-        return {str(plain(k)): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [plain(v) for v in value]
+        value = {str(plain(k)): plain(v) for k, v in value.items()}
+    elif isinstance(value, list | tuple | set | frozenset):
+        value = [plain(v) for v in value]
     return value

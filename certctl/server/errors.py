@@ -1,13 +1,15 @@
 """Every error leaves the server as ``{error, message, request_id}`` with the right status.
 
-One table maps service, store and protocol errors onto statuses, so no route formats an
-error itself. Anything unmapped is a 500 whose message hides the exception (it is logged
-with the request id instead): a 5xx caused by bad input is a bug to fix here, not a
-message to show.
+One table (``STATUSES``) maps error types of the services, the store and the job state
+machine onto statuses, so no route formats an error itself and no service knows HTTP.
+Anything unmapped, a ``ValueError`` included, is a 500 whose message hides the exception
+(it is logged with the request id instead): a 5xx caused by bad input is a bug to fix by
+raising a mapped error where the input is checked, not a message to show.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,7 +20,13 @@ from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed
 
 from certctl.core.jobs import IllegalTransition
 from certctl.logging import get_logger
-from certctl.services.errors import ServiceError
+from certctl.services.errors import (
+    Forbidden,
+    Gone,
+    InvalidInput,
+    StateConflict,
+    Unprocessable,
+)
 from certctl.store.errors import Conflict, InvalidCursor, NotFound, StoreUnavailable
 
 log = get_logger(__name__)
@@ -38,6 +46,21 @@ _HTTP_CODES = {
     431: "request_header_fields_too_large",
     503: "unavailable",
 }
+
+
+STATUSES: Mapping[type[Exception], int] = {
+    InvalidInput: 400,
+    InvalidCursor: 400,
+    Forbidden: 403,
+    NotFound: 404,
+    Gone: 410,
+    StateConflict: 409,
+    Conflict: 409,
+    IllegalTransition: 409,
+    Unprocessable: 422,
+    StoreUnavailable: 503,
+}
+"""Each expected error type and its status; a subclass takes its nearest mapped base's."""
 
 
 class BodyRefused(BadRequest):
@@ -94,29 +117,30 @@ def to_response(error: Exception) -> Response:
 
 def _classify(error: Exception) -> tuple[int, str, str | None] | None:
     """Status, message and code of an error we expect, or ``None`` for a bug."""
-    result: tuple[int, str, str | None] | None
     match error:
         case BodyRefused():
-            result = (400, f"request body: {error.description}; fix it and retry.", None)
+            return (400, f"request body: {error.description}; fix it and retry.", None)
         case RequestSchemaValidationError():
-            result = (400, describe_validation(error), None)
+            return (400, describe_validation(error), None)
+        case UnicodeDecodeError():  # the body is read as text before it is parsed
+            return (400, "request body is not UTF-8; send a UTF-8 JSON object.", None)
         case HTTPException(code=int(code)):
-            result = (code, _http_message(error, code), None)
-        case ServiceError(status=status, code=code, message=message):
-            result = (status, message, code)
-        case NotFound():
-            result = (404, str(error) or "not found.", None)
-        case Conflict() | IllegalTransition():
-            result = (409, str(error), None)
-        case InvalidCursor():
-            result = (400, f"cursor: {error}", None)
-        case StoreUnavailable():
-            result = (503, str(error), None)
-        case ValueError():
-            result = (400, f"{error}; fix the value and retry.", None)
-        case _:
-            result = None
-    return result
+            return (code, _http_message(error, code), None)
+    status = _status_of(type(error))
+    if status is None:
+        return None
+    message = str(error) or "not found."
+    if isinstance(error, InvalidCursor):
+        message = f"cursor: {error}"
+    return (status, message, None)
+
+
+def _status_of(kind: type[Exception]) -> int | None:
+    for base in kind.__mro__:
+        status = STATUSES.get(base)
+        if status is not None:
+            return status
+    return None
 
 
 def _http_message(error: HTTPException, code: int) -> str:

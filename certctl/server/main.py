@@ -22,6 +22,7 @@ from certctl.core.clock import SystemClock
 from certctl.logging import configure
 from certctl.server.listener import BindError, run_workers, serve, watch_sighup
 from certctl.server.tls import ReloadableTLS, TLSPreflightError, preflight
+from certctl.services.rules import DOMAIN_RULES
 from certctl.store.connect import WATCH_EVERY, Database, open_database
 from certctl.store.errors import DataDirUnusable, StoreError
 
@@ -39,7 +40,6 @@ def run_server(settings: Settings) -> int:
     """Run the control plane until SIGTERM or SIGINT; the process exit status."""
     clock = SystemClock()
     try:
-        _check_workers(settings)
         validate(settings, role=Role.SERVER, now=clock.now())
     except ConfigError as exc:
         return _refuse(exc, EXIT_CONFIG)
@@ -53,15 +53,6 @@ def run_server(settings: Settings) -> int:
         return run_workers(settings, functools.partial(_worker, settings))
     except (TLSPreflightError, BindError) as exc:
         return _refuse(exc, EXIT_FAILED)
-
-
-def _check_workers(settings: Settings) -> None:
-    if settings.server_workers < 1:
-        raise ConfigError(
-            "CERTCTL_SERVER_WORKERS",
-            f"CERTCTL_SERVER_WORKERS is {settings.server_workers}; set it to 1 or more "
-            "(about one per CPU core).",
-        )
 
 
 def _refuse(exc: Exception, status: int) -> int:
@@ -101,7 +92,10 @@ async def _serve(settings: Settings, sockets: list[socket.socket]) -> None:
             async for _ in stop_requests:
                 return
 
-        async with open_database(settings) as database, trio.open_nursery() as nursery:
+        async with (
+            open_database(settings, DOMAIN_RULES) as database,
+            trio.open_nursery() as nursery,
+        ):
             background = {"scheduler": _scheduler(settings)}
             if database.embedded is not None:
                 background["embedded_postgres"] = _watchdog(database)

@@ -9,46 +9,30 @@ else. quart-schema turns them into ``/api/v1/openapi.json``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from certctl.core.model import (
     ALERT_THRESHOLD_DAYS_RANGE,
     MAX_RETRIES_RANGE,
     RENEWAL_WINDOW_DAYS_RANGE,
     RETRY_INTERVAL_SECONDS_RANGE,
+    ActorType,
     CertificateStatus,
     ExtendedKeyUsage,
     IssuerType,
     JobStatus,
     JobType,
     KeyAlgorithm,
+    KeyRole,
+    ManagedCertificate,
     RevocationReason,
     TargetType,
-    VerificationStatus,
 )
-from certctl.core.text import bound_free_text, describe, hostile_in_name, hostile_in_text
+from certctl.protocol import Id, Name, printable
 from certctl.server.hygiene import json_problem
 from certctl.store.base import MAX_PAGE_SIZE
-
-
-def _printable(value: str) -> str:
-    char = hostile_in_name(value)
-    if char is not None:
-        raise ValueError(f"{describe(char)} is not allowed here (no control or bidi characters)")
-    return value
-
-
-def _free_text(value: object) -> object:
-    """Multi-line output (a failed ``nginx -t``): newlines and tabs kept, other control
-    characters refused, and anything past ``FREE_TEXT_LIMIT`` cut with a marker."""
-    if not isinstance(value, str):
-        return value
-    char = hostile_in_text(value)
-    if char is not None:
-        raise ValueError(f"{describe(char)} is not allowed in text (newlines and tabs are)")
-    return bound_free_text(value)
 
 
 def _clean_json(value: dict[str, object]) -> dict[str, object]:
@@ -60,12 +44,8 @@ def _clean_json(value: dict[str, object]) -> dict[str, object]:
     return value
 
 
-FreeText = Annotated[str, BeforeValidator(_free_text)]
-Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_printable)]
-Text = Annotated[str, Field(max_length=4096), AfterValidator(_printable)]
-Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-DNSName = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_printable)]
-PEM = Annotated[str, Field(min_length=1, max_length=65_536)]
+Text = Annotated[str, Field(max_length=4096), AfterValidator(printable)]
+DNSName = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(printable)]
 Limit = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)]
 Cursor = Annotated[str, Field(max_length=512)]
 
@@ -75,6 +55,7 @@ def _listed(value: object) -> object:
     return value.split(",") if isinstance(value, str) else value
 
 
+T = TypeVar("T")
 Listed = BeforeValidator(_listed)
 JSONObject = Annotated[dict[str, object], Field(max_length=100), AfterValidator(_clean_json)]
 
@@ -120,7 +101,7 @@ class CertificateListQuery(Strict):
     team_id: Id | None = None
     environment: Name | None = None
     issuer_id: Id | None = None
-    expiring_before: datetime | None = None
+    expiring_before: AwareDatetime | None = None
     limit: Limit = 100
     cursor: Cursor | None = None
 
@@ -242,48 +223,119 @@ class AuditListQuery(Strict):
     action: Name | None = None
     resource_type: Name | None = None
     resource_id: Text | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
     limit: Limit = 100
     cursor: Cursor | None = None
 
 
-# -- agent protocol -------------------------------------------------------------------
+# -- answers --------------------------------------------------------------------------
 
 
-class AgentRegister(Strict):
-    name: Name
-    hostname: Name
-    os: Name | Literal[""] = ""
-    architecture: Name | Literal[""] = ""
-    ip_address: Name | Literal[""] = ""
-    version: Name | Literal[""] = ""
+class ErrorBody(BaseModel):
+    """Every 4xx and 5xx: a machine-readable ``error`` code, one sentence of ``message``
+    naming the fault and the fix, and the ``request_id`` the server log files it under."""
+
+    error: str
+    message: str
+    request_id: str
 
 
-class Heartbeat(Strict):
-    hostname: Name | Literal[""] = ""
-    os: Name | Literal[""] = ""
-    architecture: Name | Literal[""] = ""
-    ip_address: Name | Literal[""] = ""
-    version: Name | Literal[""] = ""
+class Items(BaseModel, Generic[T]):
+    items: list[T]
+
+
+class PageOf(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+class IssuerOut(BaseModel):
+    """An issuer as the API shows it: ``config`` redacted, secrets stay sealed."""
+
+    id: str
+    name: str
+    type: IssuerType
+    config: dict[str, Any]
+    enabled: bool
+    last_tested_at: datetime | None
+
+
+class TargetOut(BaseModel):
+    """A target as the API shows it: ``config`` without its secret."""
+
+    id: str
+    name: str
+    type: TargetType
+    agent_id: str
+    config: dict[str, Any]
+    enabled: bool
+    retired_at: datetime | None
+    retired_reason: str | None
+
+
+class AuditEventOut(BaseModel):
+    id: str
+    actor: str
+    actor_type: ActorType
+    action: str
+    resource_type: str
+    resource_id: str
+    timestamp: datetime
+    details: dict[str, Any]
+
+
+class CertificateCreated(BaseModel):
+    certificate: ManagedCertificate
+    job_ids: list[str]
+
+
+class JobIds(BaseModel):
+    job_ids: list[str]
+
+
+class JobId(BaseModel):
+    job_id: str
+
+
+class Deleted(BaseModel):
+    deleted: str
+
+
+class Status(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    database: str
+
+
+class AuthCheck(BaseModel):
+    status: str
+    user: str
+    role: KeyRole | None
+
+
+class OtherMedia:
+    """An answer that is not JSON; ``certctl.server.openapi`` documents it as its
+    ``media_type``, an opaque body."""
+
+    media_type = "application/octet-stream"
+
+
+class CRLDocument(OtherMedia):
+    """The issuer's current CRL, DER-encoded (RFC 5280); 304 when ``If-None-Match`` names
+    its ETag."""
+
+    media_type = "application/pkix-crl"
+
+
+class PrometheusText(OtherMedia):
+    """Every metric in the Prometheus text exposition format."""
+
+    media_type = "text/plain"
 
 
 class WorkQuery(Strict):
     resume: bool = False
-
-
-class CSRSubmit(Strict):
-    job_id: Id
-    csr_pem: PEM
-
-
-class VerificationIn(Strict):
-    status: VerificationStatus
-    fingerprint: Annotated[str, Field(max_length=128)] | None = None
-    error: FreeText | None = None
-
-
-class StatusReport(Strict):
-    status: Literal["Completed", "Failed"]
-    error: FreeText | None = None
-    verification: VerificationIn | None = None

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from certctl.config import ConfigError
+from certctl.core.errors import CertctlError
 from certctl.core.model import ExtendedKeyUsage
 from certctl.deploy import write_atomic
 from certctl.logging import get_logger
@@ -85,7 +86,7 @@ class TLSPreflightError(ConfigError):
         super().__init__(variable, " ".join(message.split()))
 
 
-class TLSBootstrapError(Exception):
+class TLSBootstrapError(CertctlError):
     """``init_tls`` would overwrite material or was asked for a name it cannot certify."""
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from certctl.core import agents as core_agents
 from certctl.core import jobs as core
@@ -22,13 +21,22 @@ from certctl.core.model import (
     Job,
     JobStatus,
     JobType,
-    JSONValue,
     KeyAlgorithm,
     ManagedCertificate,
     Target,
-    VerificationStatus,
+)
+from certctl.protocol import (
+    CertificateMaterial,
+    CSRAnswer,
+    HeartbeatAnswer,
+    HostFacts,
+    IssuedVersion,
+    TargetSpec,
+    Verification,
+    WorkItem,
 )
 from certctl.services import audit, jobs
+from certctl.services.certificates import newest_version, split_chain
 from certctl.services.context import SYSTEM, Actor, Services
 from certctl.services.errors import Forbidden, Gone, InvalidInput, StateConflict
 from certctl.services.issuance import sign_csr
@@ -47,35 +55,6 @@ def actor_of(agent: Agent) -> Actor:
     return Actor(agent.name, ActorType.AGENT, agent_id=agent.id)
 
 
-@dataclass(frozen=True, slots=True)
-class AgentInfo:
-    """What an agent says about its host at registration and in heartbeats."""
-
-    hostname: str = ""
-    os: str = ""
-    architecture: str = ""
-    ip_address: str = ""
-    version: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class WorkItem:
-    job: Job
-    certificate: ManagedCertificate
-    key_algorithm: KeyAlgorithm
-    key_size: int
-    target: Target | None
-    # The target's configuration with its secrets: only the agent ever receives these.
-    target_config: Mapping[str, JSONValue] | None
-
-
-@dataclass(frozen=True, slots=True)
-class Verification:
-    status: VerificationStatus
-    fingerprint: str | None = None
-    error: str | None = None
-
-
 def bootstrap_token_matches(presented: str, expected: str) -> bool:
     """Constant-time, including for a length mismatch (both sides are hashed first)."""
     return bool(expected) and hmac.compare_digest(
@@ -83,7 +62,7 @@ def bootstrap_token_matches(presented: str, expected: str) -> bool:
     )
 
 
-async def register(services: Services, name: str, info: AgentInfo) -> tuple[Agent, str]:
+async def register(services: Services, name: str, info: HostFacts) -> tuple[Agent, str]:
     """A new agent and its key; the key is returned once and only its hash is stored."""
     if not name.strip() or not info.hostname.strip():
         raise InvalidInput("name and hostname are required; send the agent's name and host.")
@@ -134,11 +113,13 @@ async def authenticate(services: Services, key: str, agent_id: str) -> Agent:
     return agent
 
 
-async def heartbeat(services: Services, agent: Agent, info: AgentInfo) -> Agent:
+async def heartbeat(services: Services, agent: Agent, info: HostFacts) -> HeartbeatAnswer:
+    """Record the facts the agent sent; the answer carries the server's clock."""
+    now = services.now()
     try:
-        return await services.store.record_heartbeat(
+        recorded = await services.store.record_heartbeat(
             agent.id,
-            services.now(),
+            now,
             hostname=info.hostname,
             os=info.os,
             architecture=info.architecture,
@@ -147,6 +128,7 @@ async def heartbeat(services: Services, agent: Agent, info: AgentInfo) -> Agent:
         )
     except Conflict:
         raise Gone(f"agent {agent.id} was retired; stop it.") from None
+    return HeartbeatAnswer(status=recorded.status, server_time=now)
 
 
 async def work(
@@ -175,11 +157,22 @@ async def work(
     for job in (*awaiting, *resumed, *claimed):
         cert = await services.store.get_certificate(job.certificate_id)
         algorithm, size = await _key_spec(services, cert)
-        target = config = None
+        target = None
         if job.target_id is not None:
-            target = await services.store.get_target(job.target_id)
-            config = await _config_with_secret(services, target)
-        items.append(WorkItem(job, cert, algorithm, size, target, config))
+            target = await _spec(services, await services.store.get_target(job.target_id))
+        items.append(
+            WorkItem(
+                job_id=job.id,
+                type=job.type,
+                status=job.status,
+                certificate_id=cert.id,
+                common_name=cert.common_name,
+                sans=cert.sans,
+                key_algorithm=algorithm,
+                key_size=size,
+                target=target,
+            )
+        )
     return items
 
 
@@ -193,13 +186,23 @@ async def submit_csr(
     return await sign_csr(services, actor_of(agent), job, csr_pem)
 
 
-async def certificate(
-    services: Services, agent: Agent, cert_id: str
-) -> tuple[ManagedCertificate, CertificateVersion]:
+async def answer_csr(services: Services, agent: Agent, job_id: str, csr_pem: str) -> CSRAnswer:
+    """``submit_csr`` as the protocol answers it: the job's new state and what was issued."""
+    job, version = await submit_csr(services, agent, job_id, csr_pem)
+    issued = IssuedVersion(
+        id=version.id,
+        serial_number=version.serial_number,
+        fingerprint_sha256=version.fingerprint_sha256,
+        not_before=version.not_before,
+        not_after=version.not_after,
+    )
+    return CSRAnswer(job_id=job.id, status=job.status, version=issued)
+
+
+async def certificate(services: Services, agent: Agent, cert_id: str) -> CertificateMaterial:
+    """The newest version of one of the agent's own certificates (no key: it has it)."""
     cert = await _certificate_of(services, agent, cert_id)
-    latest = await services.store.latest_version(cert_id)
-    if latest is None:
-        raise NotFound(f"certificate {cert_id} has no issued version yet.")
+    latest = await newest_version(services, cert_id)
     await services.store.append_audit(
         [
             audit.event(
@@ -212,7 +215,16 @@ async def certificate(
             )
         ]
     )
-    return cert, latest
+    leaf, chain = split_chain(latest.pem_chain)
+    return CertificateMaterial(
+        certificate_id=cert.id,
+        version_id=latest.id,
+        serial_number=latest.serial_number,
+        fingerprint_sha256=latest.fingerprint_sha256,
+        not_after=latest.not_after,
+        cert_pem=leaf,
+        chain_pem=chain,
+    )
 
 
 async def job_of(services: Services, agent: Agent, job_id: str) -> Job:
@@ -258,18 +270,21 @@ async def report(
         raise StateConflict(f"job {job_id} changed while the report arrived; poll again.") from None
 
 
-async def targets(services: Services, agent: Agent) -> list[tuple[Target, Mapping[str, JSONValue]]]:
+async def targets(services: Services, agent: Agent) -> list[TargetSpec]:
     """The agent's usable targets, each with its configuration including secrets."""
     return [
-        (t, await _config_with_secret(services, t))
+        await _spec(services, t)
         for t in await services.store.list_targets(agent_id=agent.id)
         if t.enabled and t.retired_at is None
     ]
 
 
-async def _config_with_secret(services: Services, target: Target) -> Mapping[str, JSONValue]:
+async def _spec(services: Services, target: Target) -> TargetSpec:
+    """The target as the agent receives it: its configuration with its secret, which only
+    the agent ever receives."""
     secret = await services.store.target_secret(target.id)
-    return {**target.config, **({"secret": secret} if secret else {})}
+    config = {**target.config, **({"secret": secret} if secret else {})}
+    return TargetSpec(id=target.id, name=target.name, type=target.type, config=config)
 
 
 async def retire(
@@ -357,3 +372,11 @@ async def _key_spec(services: Services, cert: ManagedCertificate) -> tuple[KeyAl
     """The key the agent should generate: the profile's first allowed rule."""
     rules = (await profile_of(services, cert)).allowed_key_algorithms
     return (rules[0].algorithm, rules[0].min_size) if rules else (KeyAlgorithm.ECDSA, 256)
+
+
+async def get_agent(services: Services, agent_id: str) -> Agent:
+    return await services.store.get_agent(agent_id)
+
+
+async def list_agents(services: Services) -> Sequence[Agent]:
+    return await services.store.list_agents()

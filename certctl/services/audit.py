@@ -8,11 +8,13 @@ replaced before it reaches the append-only table, where it could never be remove
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Final
 
 from certctl.core.jobs import AuditRecord
 from certctl.core.model import AuditEvent, JSONValue
 from certctl.services.context import Actor, Services
+from certctl.store.base import AuditQuery, Page
 
 CREDENTIAL_KEYS: Final = frozenset(
     {
@@ -96,3 +98,27 @@ def job_events(
         )
         for record in records
     ]
+
+
+async def list_events(
+    services: Services,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int,
+    cursor: str | None = None,
+) -> Page[AuditEvent]:
+    """One page of audit events, oldest first; ``since`` inclusive, ``until`` exclusive."""
+    query = AuditQuery(
+        actor=actor,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        since=since,
+        until=until,
+    )
+    return await services.store.list_audit(query, limit=limit, cursor=cursor)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, TypeVar
 
 from certctl.core.model import (
+    CLOSED_CERTIFICATE_STATUSES,
     CertificateStatus,
     CertificateVersion,
     JobStatus,
@@ -23,12 +25,12 @@ from certctl.services import audit, jobs
 from certctl.services.context import Actor, Services
 from certctl.services.errors import InvalidInput, StateConflict
 from certctl.services.profiles import profile_of
+from certctl.store.base import CertificateQuery, Page
 from certctl.store.errors import Conflict, NotFound
 
 _T = TypeVar("_T")
 
 KEY_JOBS = (JobType.ISSUANCE, JobType.RENEWAL)
-CLOSED = frozenset({CertificateStatus.ARCHIVED, CertificateStatus.REVOKED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +153,7 @@ async def renew(services: Services, actor: Actor, cert_id: str, *, force: bool) 
     says now, so a force can never skip an approval that was owed.
     """
     cert = await services.store.get_certificate(cert_id)
-    if cert.status in CLOSED:
+    if cert.status in CLOSED_CERTIFICATE_STATUSES:
         raise StateConflict(f"certificate {cert_id} is {cert.status} and cannot be renewed.")
     if not cert.target_ids:
         raise StateConflict(
@@ -188,7 +190,7 @@ async def deploy(
 ) -> tuple[str, ...]:
     """Deployment jobs for the newest version: to every target, or to one of them."""
     cert = await services.store.get_certificate(cert_id)
-    if cert.status in CLOSED:
+    if cert.status in CLOSED_CERTIFICATE_STATUSES:
         raise StateConflict(f"certificate {cert_id} is {cert.status} and cannot be deployed.")
     if target_id is not None and target_id not in cert.target_ids:
         raise InvalidInput(
@@ -218,11 +220,30 @@ async def deploy(
     return tuple(j.id for j in created)
 
 
+@dataclass(frozen=True, slots=True)
+class PemExport:
+    """``GET /certificates/{id}/export/pem``: the newest version's PEM, leaf and chain apart
+    as most servers want them, and whole as the rest do."""
+
+    certificate_id: str
+    version_id: str
+    cert_pem: str
+    chain_pem: str
+    full_pem: str
+
+
 async def newest_version(services: Services, cert_id: str) -> CertificateVersion:
+    """The certificate's newest version; ``NotFound`` before its first issuance."""
     latest = await services.store.latest_version(cert_id)
     if latest is None:
         raise NotFound(f"certificate {cert_id} has no issued version yet.")
     return latest
+
+
+async def export_pem(services: Services, cert_id: str) -> PemExport:
+    latest = await newest_version(services, cert_id)
+    leaf, chain = split_chain(latest.pem_chain)
+    return PemExport(cert_id, latest.id, leaf, chain, latest.pem_chain)
 
 
 def split_chain(pem_chain: str) -> tuple[str, str]:
@@ -287,3 +308,37 @@ async def _exists(field: str, value: str, get: Callable[[str], Awaitable[_T]]) -
         raise InvalidInput(
             f"{field} {value!r} does not exist; create it first.", field=field
         ) from None
+
+
+async def get_certificate(services: Services, cert_id: str) -> ManagedCertificate:
+    return await services.store.get_certificate(cert_id)
+
+
+async def list_certificates(
+    services: Services,
+    *,
+    statuses: Sequence[CertificateStatus] | None = None,
+    owner_id: str | None = None,
+    team_id: str | None = None,
+    environment: str | None = None,
+    issuer_id: str | None = None,
+    expiring_before: datetime | None = None,
+    limit: int,
+    cursor: str | None = None,
+) -> Page[ManagedCertificate]:
+    """One page of certificates; a filter left ``None`` (or no statuses) matches any."""
+    query = CertificateQuery(
+        statuses=frozenset(statuses) if statuses else None,
+        owner_id=owner_id,
+        team_id=team_id,
+        environment=environment,
+        issuer_id=issuer_id,
+        expiring_before=expiring_before,
+    )
+    return await services.store.list_certificates(query, limit=limit, cursor=cursor)
+
+
+async def list_versions(services: Services, cert_id: str) -> Sequence[CertificateVersion]:
+    """The certificate's versions; ``NotFound`` for an unknown certificate, not ``[]``."""
+    await services.store.get_certificate(cert_id)
+    return await services.store.list_versions(cert_id)

@@ -1,20 +1,19 @@
-"""Errors a use case raises for its caller to show; each carries the HTTP status it means.
+"""Errors a use case raises for its caller to show, named for what went wrong.
 
-Store errors (``NotFound``, ``Conflict``, ``StoreUnavailable``, ``InvalidCursor``) pass
-through unchanged: the server maps both families, so a service never re-wraps a store
-error only to change its name.
+They carry no HTTP status: the server maps each type onto one in its one table
+(``certctl.server.errors``), and a non-HTTP caller (the CLI, the simulator) shows the
+message as it is. Store errors (``NotFound``, ``Conflict``, ``StoreUnavailable``,
+``InvalidCursor``) pass through unchanged: the server maps both families, so a service
+never re-wraps a store error only to change its name.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from certctl.core.errors import CertctlError
 
 
-class ServiceError(Exception):
+class ServiceError(CertctlError):
     """A request that cannot be carried out as asked; ``message`` is one sentence."""
-
-    status: ClassVar[int] = 400
-    code: ClassVar[str] = "bad_request"
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -29,24 +28,14 @@ class InvalidInput(ServiceError):
 class Unprocessable(ServiceError):
     """Material the issuer refused (CSR, profile); the job records the same reason."""
 
-    status = 422
-    code = "unprocessable"
-
 
 class Forbidden(ServiceError):
-    status = 403
-    code = "forbidden"
+    """The caller may not do this (another agent's job, the approver of their own job)."""
 
 
 class Gone(ServiceError):
     """The agent was retired: it must stop calling."""
 
-    status = 410
-    code = "gone"
-
 
 class StateConflict(ServiceError):
     """The resource is in a state that does not allow the request (job not Running, ...)."""
-
-    status = 409
-    code = "conflict"

@@ -10,13 +10,15 @@ the losing attempt is stored. The scheduler's job loops live here too.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from certctl.core import jobs as core
 from certctl.core.model import (
+    ACTIVE_JOB_STATUSES,
+    CLOSED_CERTIFICATE_STATUSES,
     CertificateStatus,
     Job,
     JobStatus,
@@ -30,7 +32,7 @@ from certctl.services import audit, metrics
 from certctl.services.context import SYSTEM, Actor, Services
 from certctl.services.errors import Forbidden, StateConflict
 from certctl.services.profiles import profile_of
-from certctl.store.base import JobQuery
+from certctl.store.base import JobQuery, Page
 from certctl.store.errors import Conflict, NotFound
 
 BATCH = 100
@@ -118,9 +120,7 @@ async def deployment_jobs(
 
 
 # A certificate already renewing keeps its status; a closed one is refused before here.
-_RENEWING_OR_CLOSED = frozenset(
-    {CertificateStatus.RENEWAL_IN_PROGRESS, CertificateStatus.ARCHIVED, CertificateStatus.REVOKED}
-)
+_RENEWING_OR_CLOSED = CLOSED_CERTIFICATE_STATUSES | {CertificateStatus.RENEWAL_IN_PROGRESS}
 
 
 def key_job(
@@ -209,7 +209,7 @@ async def start_key_job(
 
 async def active_jobs(services: Services, cert_id: str, *types: JobType) -> tuple[Job, ...]:
     page = await services.store.list_jobs(
-        JobQuery(statuses=core.ACTIVE_STATES, types=frozenset(types), certificate_id=cert_id),
+        JobQuery(statuses=ACTIVE_JOB_STATUSES, types=frozenset(types), certificate_id=cert_id),
         limit=1000,
     )
     return page.items
@@ -336,3 +336,27 @@ async def _restore_status(services: Services, cert_id: str) -> None:
             cert_id, status, expected=cert.status, at=services.now()
         )
     )
+
+
+async def get_job(services: Services, job_id: str) -> Job:
+    return await services.store.get_job(job_id)
+
+
+async def list_jobs(
+    services: Services,
+    *,
+    statuses: Sequence[JobStatus] | None = None,
+    types: Sequence[JobType] | None = None,
+    certificate_id: str | None = None,
+    agent_id: str | None = None,
+    limit: int,
+    cursor: str | None = None,
+) -> Page[Job]:
+    """One page of jobs; a filter left ``None`` (or empty) matches any."""
+    query = JobQuery(
+        statuses=frozenset(statuses) if statuses else None,
+        types=frozenset(types) if types else None,
+        certificate_id=certificate_id,
+        agent_id=agent_id,
+    )
+    return await services.store.list_jobs(query, limit=limit, cursor=cursor)

@@ -9,7 +9,7 @@ import contextlib
 import trio
 
 from certctl.core.model import (
-    CertificateStatus,
+    CLOSED_CERTIFICATE_STATUSES,
     JobType,
     ManagedCertificate,
     Revocation,
@@ -26,7 +26,7 @@ async def revoke(
     services: Services, actor: Actor, cert_id: str, reason: RevocationReason
 ) -> ManagedCertificate:
     cert = await services.store.get_certificate(cert_id)
-    if cert.status in (CertificateStatus.REVOKED, CertificateStatus.ARCHIVED):
+    if cert.status in CLOSED_CERTIFICATE_STATUSES:
         raise StateConflict(f"certificate {cert_id} is {cert.status}; nothing to revoke.")
     latest = await services.store.latest_version(cert_id)
     if latest is None:

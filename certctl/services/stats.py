@@ -11,10 +11,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
-from certctl.core.jobs import ACTIVE_STATES
-from certctl.core.model import AgentStatus, CertificateStatus, JobStatus, JobType
+from certctl.core.model import (
+    ACTIVE_JOB_STATUSES,
+    AgentStatus,
+    CertificateStatus,
+    JobStatus,
+    JobType,
+)
 from certctl.services import metrics
 from certctl.services.context import Services
+from certctl.store.errors import StoreUnavailable
 
 EXPIRING_HORIZON: Final = timedelta(days=30)
 
@@ -63,8 +69,17 @@ async def summary(services: Services) -> Summary:
         online_agents=online,
         offline_agents=offline,
         retired_agents=counts.retired_agents,
-        active_jobs=jobs_in(ACTIVE_STATES),
+        active_jobs=jobs_in(ACTIVE_JOB_STATUSES),
         failed_jobs=jobs_in(frozenset({JobStatus.FAILED})),
         completed_jobs=jobs_in(frozenset({JobStatus.COMPLETED})),
         jobs_by_type_and_status=by_type,
     )
+
+
+async def database_problem(services: Services) -> str | None:
+    """Why the database cannot serve requests (one sentence), or ``None`` when it can."""
+    try:
+        await services.store.ready()
+    except StoreUnavailable as exc:
+        return str(exc)
+    return None

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Final, Generic, Protocol, TypeVar
 
 from certctl.core.model import (
+    CLOSED_CERTIFICATE_STATUSES,
     ActorType,
     Agent,
     AgentStatus,
@@ -52,14 +53,8 @@ T = TypeVar("T")
 DEFAULT_PAGE_SIZE: Final = 100
 MAX_PAGE_SIZE: Final = 1000
 
-DUE_STATUSES: Final = frozenset(
-    {
-        CertificateStatus.ACTIVE,
-        CertificateStatus.EXPIRING,
-        CertificateStatus.EXPIRED,
-        CertificateStatus.RENEWAL_IN_PROGRESS,
-        CertificateStatus.FAILED,
-    }
+DUE_STATUSES: Final = (
+    frozenset(CertificateStatus) - CLOSED_CERTIFICATE_STATUSES - {CertificateStatus.PENDING}
 )
 """Statuses the renewal scan looks at. RenewalInProgress and Failed keep their status
 (it belongs to the job, or to the operator), but a stuck or failed renewal is exactly when
@@ -128,6 +123,26 @@ class AuditQuery:
     resource_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+
+
+class DomainRules(Protocol):
+    """The two decisions a store applies inside its own transactions, supplied by the
+    services (``certctl.services.rules.DOMAIN_RULES``) when the store is opened.
+
+    The store stores: it never imports a decision. But a certificate's due date must change
+    in the same transaction as the version or policy it follows, and a claimed job's new
+    state in the same statement that locks it (``SKIP LOCKED``), so the rules travel down as
+    values and the store only calls them.
+    """
+
+    def renewal_due_at(
+        self, not_before: datetime, not_after: datetime, policy: RenewalPolicy
+    ) -> datetime:
+        """When renewal of a version with this validity falls due under ``policy``."""
+
+    def claimed(self, job: Job, agent_id: str | None, now: datetime) -> Job:
+        """``job`` (Pending, claimable) as claimed at ``now`` by ``agent_id`` (None: the
+        server's own workers)."""
 
 
 ANY_CERTIFICATE: Final = CertificateQuery()

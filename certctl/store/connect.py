@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import trio
 
 from certctl.config import Settings
+from certctl.store.base import DomainRules
 from certctl.store.embedded import EmbeddedPostgres
 from certctl.store.errors import StoreUnavailable
 from certctl.store.postgres import PostgresStore, open_postgres_store
@@ -64,7 +65,9 @@ async def _stop(embedded: EmbeddedPostgres) -> None:
 
 
 @asynccontextmanager
-async def open_database(settings: Settings, *, migrate: bool = True) -> AsyncIterator[Database]:
+async def open_database(
+    settings: Settings, rules: DomainRules, *, migrate: bool = True
+) -> AsyncIterator[Database]:
     async with AsyncExitStack() as stack:
         dsn = settings.database_url
         embedded = None
@@ -77,6 +80,7 @@ async def open_database(settings: Settings, *, migrate: bool = True) -> AsyncIte
         store = await stack.enter_async_context(
             open_postgres_store(
                 dsn,
+                rules,
                 max_size=settings.database_max_conns,
                 encryption_key=settings.config_encryption_key,
             )
@@ -87,6 +91,8 @@ async def open_database(settings: Settings, *, migrate: bool = True) -> AsyncIte
 
 
 @asynccontextmanager
-async def open_store(settings: Settings, *, migrate: bool = True) -> AsyncIterator[PostgresStore]:
-    async with open_database(settings, migrate=migrate) as database:
+async def open_store(
+    settings: Settings, rules: DomainRules, *, migrate: bool = True
+) -> AsyncIterator[PostgresStore]:
+    async with open_database(settings, rules, migrate=migrate) as database:
         yield database.store

@@ -7,8 +7,10 @@ than which database error caused it.
 
 from __future__ import annotations
 
+from certctl.core.errors import CertctlError
 
-class StoreError(Exception):
+
+class StoreError(CertctlError):
     """Base class; raised as itself only for a database failure no subclass describes."""
 
 

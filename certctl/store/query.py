@@ -10,21 +10,23 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from certctl.store.base import (
     MAX_PAGE_SIZE,
     AuditQuery,
     CertificateQuery,
     JobQuery,
+    Page,
 )
 from certctl.store.errors import InvalidCursor
 from certctl.store.rows import scalar
 
 Op = Literal["=", "in", "<", "<=", ">="]
+E = TypeVar("E")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,3 +134,18 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     if when.tzinfo is None or not isinstance(row_id, str):
         raise invalid
     return when, row_id
+
+
+def paged(
+    rows: Sequence[Mapping[str, Any]], limit: int, position: str, build: Callable[[Any], E]
+) -> Page[E]:
+    """The page of ``rows``, fetched in ``(position, id)`` order with one row more than
+    ``limit`` when another page follows: that extra row only says so, the cursor points
+    at the last row shown."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if more else None
+    return Page(
+        tuple(build(r) for r in rows),
+        None if last is None else encode_cursor(last[position], last["id"]),
+    )

@@ -556,9 +556,6 @@ def already_revoked(cert_id: str) -> str:
     return f"certificate {cert_id!r} is already revoked; nothing to do."
 
 
-CLOSED_STATUSES: Final = ("Revoked", "Archived")
-
-
 def certificate_closed(cert_id: str, status: str) -> str:
     return (
         f"certificate {cert_id!r} is {status}; it takes no new version (a signing that "

@@ -29,8 +29,9 @@ from certctl.core.model import TargetType
 from certctl.core.text import FREE_TEXT_LIMIT
 from certctl.testing.material import Issuer
 from certctl.testing.policy import rules_allowing
-from certctl.testing.server import ControlPlane, control_plane, write_env
-from certctl.testing.sidecars import Sidecar, SidecarUnavailable, launch
+from certctl.testing.server import ServerProcess, control_plane, start_certctl, write_env
+from certctl.testing.sidecars.launchers import launch
+from certctl.testing.sidecars.servers import Sidecar, SidecarUnavailable
 
 pytestmark = pytest.mark.sidecar
 
@@ -45,7 +46,7 @@ sys.exit(1)
 
 @dataclass
 class Host:
-    server: ControlPlane
+    server: ServerProcess
     api: httpx.Client
     cluster: Cluster
     database: str
@@ -193,12 +194,7 @@ def host(pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
                 },
             )
             log = root / "agent.log"
-            with log.open("ab") as out:
-                agent = subprocess.Popen(
-                    [sys.executable, "-m", "certctl", "agent", "--env-file", str(agent_env)],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
+            agent = start_certctl("agent", agent_env, log)
             try:
                 with server.client() as api:
                     world = Host(
@@ -218,8 +214,7 @@ def host(pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
                     )
                     yield world
             finally:
-                agent.terminate()
-                agent.wait(30)
+                agent.stop(30)
     finally:
         nginx_context.__exit__(None, None, None)
         pg_cluster.drop_database(database)

@@ -33,8 +33,9 @@ from certctl.pki.chain import verify_chain
 from certctl.pki.pem import fingerprint_sha256, load_certificates, load_private_key
 from certctl.testing.material import Issuer
 from certctl.testing.policy import allowing
-from certctl.testing.server import ControlPlane, control_plane, write_env
-from certctl.testing.sidecars import Sidecar, SidecarUnavailable, launch
+from certctl.testing.server import ServerProcess, control_plane, start_certctl, write_env
+from certctl.testing.sidecars.launchers import launch
+from certctl.testing.sidecars.servers import Sidecar, SidecarUnavailable
 
 pytestmark = pytest.mark.sidecar
 
@@ -44,7 +45,7 @@ RETRY_SECONDS = 60  # the smallest retry interval a renewal policy allows
 
 @dataclass
 class World:
-    server: ControlPlane
+    server: ServerProcess
     nginx: Sidecar
     agent_env: Path
     state_dir: Path
@@ -55,12 +56,7 @@ class World:
     ids: dict[str, str] = field(default_factory=dict)
 
     def start_agent(self) -> None:
-        with self.agent_log.open("ab") as log:
-            self.agent = subprocess.Popen(
-                [sys.executable, "-m", "certctl", "agent", "--env-file", str(self.agent_env)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.agent = start_certctl("agent", self.agent_env, self.agent_log).process
 
     def stop_agent(self, sig: signal.Signals = signal.SIGTERM) -> int:
         assert self.agent is not None

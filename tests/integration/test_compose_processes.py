@@ -39,8 +39,11 @@ from test_image_healthcheck import image_env, rewrite_paths
 from waiting import wait_for
 
 from certctl.config import read_env_file
-from certctl.demo import processes
 from certctl.pki.pem import fingerprint_sha256, load_certificates, load_private_key
+from certctl.testing import processes
+from certctl.testing.server import child_env, trusting, write_env
+
+pytestmark = pytest.mark.process  # a minute of processes: run by `nox -s integration`
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "deploy" / "docker-compose.yml"
@@ -235,7 +238,7 @@ class Stack:
             copy.write_text(rewrite_paths(copy.read_text(), service.paths))
         dockerfile = COMPOSE.parent / spec["build"]["context"] / spec["build"]["dockerfile"]
         rootfs = self.root / "rootfs" / service.name
-        env = processes.child_env()
+        env = child_env()
         for key, raw in image_env(dockerfile).items():
             # Image paths outside this service's volumes lie on its (read-only) root fs.
             value = self._rewrite(service, raw, key)
@@ -365,7 +368,7 @@ def filled_env(path: Path) -> dict[str, str]:
                 if key.endswith("API_KEYS")
                 else secrets.token_hex(24)
             )
-    processes.write_env(path, values)
+    write_env(path, values)
     return read_env_file(path)
 
 
@@ -394,7 +397,7 @@ def running(pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> It
         key = variables["CERTCTL_API_KEYS"].split(":")[1]
         with httpx.Client(
             base_url=f"https://127.0.0.1:{port}",
-            verify=processes.trusting(server.host_path("/etc/certctl/tls/ca.pem")),
+            verify=trusting(server.host_path("/etc/certctl/tls/ca.pem")),
             headers={"Authorization": f"Bearer {key}"},
             timeout=30,
         ) as api:

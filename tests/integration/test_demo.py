@@ -23,8 +23,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 
-from certctl.demo.processes import free_port, trusting
+from certctl.testing.processes import free_port
+from certctl.testing.server import trusting
+
+pytestmark = pytest.mark.process  # a minute of processes: run by `nox -s integration`
 
 DURATION = 40
 CURL = re.compile(

@@ -14,8 +14,8 @@ import pytest
 from conftest_store import Cluster
 from waiting import wait_for
 
-from certctl.demo import processes
-from certctl.testing.server import ControlPlane, control_plane, write_env
+from certctl.testing import processes
+from certctl.testing.server import ServerProcess, control_plane, start_certctl, write_env
 
 
 def probe(*args: str) -> subprocess.CompletedProcess[str]:
@@ -38,14 +38,14 @@ def database(pg_cluster: Cluster) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def server(
     pg_cluster: Cluster, database: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ControlPlane]:
+) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp("healthcheck")
     with control_plane(workdir, database_url=pg_cluster.dsn(database)) as running:
         yield running
 
 
 def test_a_healthy_server_passes_with_its_ca_and_on_loopback_without(
-    server: ControlPlane,
+    server: ServerProcess,
 ) -> None:
     trusted = probe("--url", server.url, "--cacert", str(server.ca_path))
     assert trusted.returncode == 0, trusted.stderr
@@ -57,7 +57,7 @@ def test_a_healthy_server_passes_with_its_ca_and_on_loopback_without(
     assert from_env.returncode == 0, from_env.stderr
 
 
-def test_an_untrusted_certificate_is_unhealthy_not_skipped(server: ControlPlane) -> None:
+def test_an_untrusted_certificate_is_unhealthy_not_skipped(server: ServerProcess) -> None:
     # The system trust store does not know the server's own CA.
     untrusted = probe("--url", server.url)
     assert untrusted.returncode == 1
@@ -66,7 +66,7 @@ def test_an_untrusted_certificate_is_unhealthy_not_skipped(server: ControlPlane)
 
 
 def test_a_server_whose_database_is_gone_is_not_ready(
-    server: ControlPlane, pg_cluster: Cluster, database: str
+    server: ServerProcess, pg_cluster: Cluster, database: str
 ) -> None:
     args = ("--url", server.url, "--cacert", str(server.ca_path))
     pg_cluster.run(
@@ -132,7 +132,7 @@ def test_insecure_is_refused_for_a_host_that_is_not_loopback() -> None:
 
 
 def test_the_agent_is_healthy_while_it_runs_and_unhealthy_once_it_stops(
-    server: ControlPlane, tmp_path: Path
+    server: ServerProcess, tmp_path: Path
 ) -> None:
     state = tmp_path / "agent-state"
     env_file = write_env(
@@ -150,7 +150,7 @@ def test_the_agent_is_healthy_while_it_runs_and_unhealthy_once_it_stops(
     before = probe(*args)
     assert before.returncode == 1
     assert "has not run a heartbeat" in before.stderr
-    agent = processes.start_certctl("agent", env_file, tmp_path / "agent.log", name="agent")
+    agent = start_certctl("agent", env_file, tmp_path / "agent.log", name="agent")
     try:
         wait_for(lambda: probe(*args).returncode == 0, 60, "the agent's first heartbeat")
     finally:

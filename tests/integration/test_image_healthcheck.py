@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 from conftest_store import Cluster
 
-from certctl.demo import processes
-from certctl.testing.server import ControlPlane, control_plane, write_env
+from certctl.testing.server import ServerProcess, control_plane, start_certctl, write_env
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_DOCKERFILE = REPO / "containers" / "Dockerfile.server"
@@ -150,13 +149,13 @@ def database(pg_cluster: Cluster) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def server(
     pg_cluster: Cluster, database: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ControlPlane]:
+) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp("image-healthcheck")
     with control_plane(workdir, database_url=pg_cluster.dsn(database)) as running:
         yield running
 
 
-def server_paths(server: ControlPlane, tmp_path: Path) -> dict[str, Path]:
+def server_paths(server: ServerProcess, tmp_path: Path) -> dict[str, Path]:
     """The server image's volumes: the TLS directory holds what init-tls writes there."""
     return {"/etc/certctl/tls": server.ca_path.parent, "/var/lib/certctl": tmp_path / "data"}
 
@@ -173,7 +172,7 @@ def test_the_server_image_probes_https_with_certctl() -> None:
 
 
 def test_the_server_image_healthcheck_passes_against_a_running_server(
-    server: ControlPlane, tmp_path: Path
+    server: ServerProcess, tmp_path: Path
 ) -> None:
     argv = image_healthcheck(SERVER_DOCKERFILE)
     env = probe_env(
@@ -213,7 +212,7 @@ def test_the_agent_image_reads_the_liveness_file() -> None:
 
 
 def test_the_agent_image_healthcheck_follows_a_running_agent(
-    server: ControlPlane, tmp_path: Path
+    server: ServerProcess, tmp_path: Path
 ) -> None:
     volume = tmp_path / "agent-volume"
     paths = {"/var/lib/certctl-agent": volume, "/etc/ssl/certctl": tmp_path / "deployed"}
@@ -240,7 +239,7 @@ def test_the_agent_image_healthcheck_follows_a_running_agent(
             "CERTCTL_AGENT_HEARTBEAT_INTERVAL": "1s",
         },
     )
-    agent = processes.start_certctl("agent", env_file, tmp_path / "agent.log", name="agent")
+    agent = start_certctl("agent", env_file, tmp_path / "agent.log", name="agent")
     try:
         healthy = poll_until_healthy(argv, env, alive=agent.process)
         assert healthy.stdout.startswith("healthy: agent pid")

@@ -14,14 +14,16 @@ from pathlib import Path
 import pytest
 from conftest_store import Cluster
 
-from certctl.testing.server import ControlPlane, control_plane
+from certctl.testing.server import ServerProcess, control_plane
 
 READ_TIMEOUT = 2
 IDLE_TIMEOUT = 10
 
 
 @pytest.fixture(scope="module")
-def server(pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+def server(
+    pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     name = pg_cluster.create_database()
     extra = {
         "CERTCTL_SERVER_READ_TIMEOUT": f"{READ_TIMEOUT}s",
@@ -62,7 +64,7 @@ def test_300_wrong_keys_from_one_address_are_throttled_and_audited_in_aggregate(
     assert not [r for r in rows if r["action"] == "api_get" and r["actor"] == "anonymous"]
 
 
-def test_405_carries_allow_and_the_json_body(server: ControlPlane) -> None:
+def test_405_carries_allow_and_the_json_body(server: ServerProcess) -> None:
     with server.client() as api:
         response = api.request("PATCH", "/api/v1/certificates")
     assert response.status_code == 405
@@ -70,7 +72,7 @@ def test_405_carries_allow_and_the_json_body(server: ControlPlane) -> None:
     assert response.json()["error"] == "method_not_allowed"
 
 
-def tls_socket(server: ControlPlane) -> ssl.SSLSocket:
+def tls_socket(server: ServerProcess) -> ssl.SSLSocket:
     raw = socket.create_connection(("127.0.0.1", server.port), timeout=60)
     return server.ssl_context().wrap_socket(raw, server_hostname="localhost")
 
@@ -86,7 +88,7 @@ def closed_after(connection: ssl.SSLSocket, started: float) -> float:
 
 
 def test_a_connection_with_half_a_request_head_is_closed_at_the_read_timeout(
-    server: ControlPlane,
+    server: ServerProcess,
 ) -> None:
     with tls_socket(server) as connection:
         started = time.monotonic()
@@ -113,7 +115,7 @@ def read_response(connection: ssl.SSLSocket) -> bytes:
 
 
 def test_an_idle_keep_alive_connection_lives_until_the_idle_timeout(
-    server: ControlPlane,
+    server: ServerProcess,
 ) -> None:
     request = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"
     with tls_socket(server) as connection:
@@ -128,7 +130,7 @@ def test_an_idle_keep_alive_connection_lives_until_the_idle_timeout(
     assert waited >= IDLE_TIMEOUT - 1, waited
 
 
-def test_an_oversized_request_head_gets_431_with_the_json_body(server: ControlPlane) -> None:
+def test_an_oversized_request_head_gets_431_with_the_json_body(server: ServerProcess) -> None:
     with tls_socket(server) as connection:
         # Just past hypercorn's 16 KiB limit, in small writes, and then nothing more: the
         # server has read every byte when it answers and closes, so no reset can swallow

@@ -23,14 +23,9 @@ from certctl.deploy import Engine, ReloadFailed, Result, ValidateFailed, VerifyF
 from certctl.pki.pem import fingerprint_sha256, load_certificates
 from certctl.testing.hookwrap import wrap
 from certctl.testing.material import Issuer, Material
-from certctl.testing.sidecars import (
-    Sidecar,
-    SidecarUnavailable,
-    decoy_tls_server,
-    docker_engine_answers,
-    launch,
-    served_leaf,
-)
+from certctl.testing.sidecars.launchers import docker_engine_answers, launch
+from certctl.testing.sidecars.probes import decoy_tls_server, served_leaf
+from certctl.testing.sidecars.servers import Sidecar, SidecarUnavailable
 
 pytestmark = pytest.mark.sidecar
 

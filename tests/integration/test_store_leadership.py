@@ -7,6 +7,7 @@ from __future__ import annotations
 import trio
 from conftest_store import sql
 
+from certctl.services.rules import DOMAIN_RULES
 from certctl.store.base import Store
 from certctl.store.memory import MemoryStore
 from certctl.store.postgres import PostgresStore, open_postgres_store
@@ -47,7 +48,7 @@ async def test_a_cancelled_holder_releases_the_lock(store: Store) -> None:
 
 
 async def test_memory_holder_notices_a_broken_lock() -> None:
-    store = MemoryStore()
+    store = MemoryStore(DOMAIN_RULES)
     async with store.leadership(NAME) as first:
         store.break_leadership(NAME)
         assert first.held  # nothing tells the holder until it asks
@@ -79,12 +80,12 @@ async def test_postgres_holder_notices_its_session_was_killed(
 async def test_postgres_lock_lives_outside_the_pool(pg_dsn: str) -> None:
     """A one-connection pool keeps serving while its replica leads."""
     async with (
-        open_postgres_store(pg_dsn, max_size=1) as first,
-        open_postgres_store(pg_dsn, max_size=1) as second,
+        open_postgres_store(pg_dsn, DOMAIN_RULES, max_size=1) as first,
+        open_postgres_store(pg_dsn, DOMAIN_RULES, max_size=1) as second,
         first.leadership(NAME) as claim,
     ):
         assert claim.held
-        with trio.fail_after(5):
+        with trio.fail_after(60):  # the lock's session must not block the store's queries
             assert await first.list_teams() == ()
         async with second.leadership(NAME) as rival:
             assert not rival.held

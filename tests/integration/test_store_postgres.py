@@ -47,7 +47,8 @@ from certctl.core.model import (
     VerificationStatus,
 )
 from certctl.pki.errors import SealError
-from certctl.store import postgres
+from certctl.services.rules import DOMAIN_RULES
+from certctl.store import _sql
 from certctl.store.base import DUE_STATUSES
 from certctl.store.connect import open_store
 from certctl.store.embedded import EmbeddedPostgres
@@ -97,7 +98,9 @@ async def test_secret_is_stored_encrypted_and_bound_to_its_row(
     with pytest.raises(SealError, match="moved to another owner"):
         await pg_store.issuer_secret("issuer-2")
     # And another passphrase does not open it either.
-    async with open_postgres_store(pg_dsn, max_size=1, encryption_key="x" * 40) as other:
+    async with open_postgres_store(
+        pg_dsn, DOMAIN_RULES, max_size=1, encryption_key="x" * 40
+    ) as other:
         with pytest.raises(SealError):
             await other.issuer_secret("issuer-1")
     assert dict(await pg_store.issuer_secret("issuer-1")) == {"token": plaintext}
@@ -106,8 +109,8 @@ async def test_secret_is_stored_encrypted_and_bound_to_its_row(
 async def test_two_concurrent_claimers_never_get_the_same_job(pg_dsn: str) -> None:
     """Two replicas (two pools) with several workers each drain one queue."""
     async with (
-        open_postgres_store(pg_dsn, max_size=4) as first,
-        open_postgres_store(pg_dsn, max_size=4) as second,
+        open_postgres_store(pg_dsn, DOMAIN_RULES, max_size=4) as first,
+        open_postgres_store(pg_dsn, DOMAIN_RULES, max_size=4) as second,
     ):
         await seed(first)
         await first.create_certificate(certificate())
@@ -130,7 +133,7 @@ async def test_two_concurrent_claimers_never_get_the_same_job(pg_dsn: str) -> No
 
 async def test_pool_size_comes_from_the_settings(pg_dsn: str) -> None:
     settings = config.load({"CERTCTL_DATABASE_URL": pg_dsn, "CERTCTL_DATABASE_MAX_CONNS": "3"})
-    async with open_store(settings) as store:
+    async with open_store(settings, DOMAIN_RULES) as store:
         assert store.pool_size == (1, 3)
         await seed(store)
         async with trio.open_nursery() as nursery:
@@ -183,7 +186,7 @@ async def test_constraint_names_are_the_ones_the_store_maps(pg_dsn: str) -> None
         "SELECT conname FROM pg_constraint WHERE contype IN ('p', 'u', 'f') "
         "AND connamespace = 'public'::regnamespace AND conname <> 'schema_migrations_pkey'",
     )
-    assert {r["conname"] for r in rows} == set(postgres._UNIQUES) | set(postgres._FOREIGN_KEYS)
+    assert {r["conname"] for r in rows} == set(_sql.UNIQUES) | set(_sql.FOREIGN_KEYS)
 
 
 async def test_hot_queries_can_use_their_indexes(pg_dsn: str) -> None:
@@ -193,8 +196,8 @@ async def test_hot_queries_can_use_their_indexes(pg_dsn: str) -> None:
     plans = await sql(
         pg_dsn,
         "SET enable_seqscan = off",
-        f"PREPARE due(timestamptz, timestamptz, text, bigint) AS {postgres._DUE_RENEWALS}",
-        f"PREPARE claim(timestamptz, bigint, text) AS {postgres._CLAIM}",
+        f"PREPARE due(timestamptz, timestamptz, text, bigint) AS {_sql.DUE_RENEWALS}",
+        f"PREPARE claim(timestamptz, bigint, text) AS {_sql.CLAIM}",
         "EXPLAIN EXECUTE due(now(), '-infinity', '', 100)",
         "EXPLAIN EXECUTE claim(now(), 10, NULL)",
         "SELECT pg_get_indexdef('managed_certificates_renewal_due_idx'::regclass) AS d",
@@ -214,7 +217,7 @@ async def test_concurrent_migrators_apply_each_migration_once(pg_cluster: Cluste
         results: list[int] = []
 
         async def migrator() -> None:
-            async with open_postgres_store(dsn, max_size=1) as store:
+            async with open_postgres_store(dsn, DOMAIN_RULES, max_size=1) as store:
                 with pytest.raises(StoreUnavailable, match="run `certctl db migrate`"):
                     await store.ready()
                 results.append(len(await store.migrate()))
@@ -281,9 +284,13 @@ def test_cli_refuses_an_unusable_data_dir(tmp_path: Path) -> None:
 
 async def test_unreachable_database_is_store_unavailable(pg_dsn: str, tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable, match="PostgreSQL is unreachable"):
-        async with open_postgres_store(f"postgresql://postgres@/x?host={tmp_path}", max_size=1):
+        async with open_postgres_store(
+            f"postgresql://postgres@/x?host={tmp_path}", DOMAIN_RULES, max_size=1
+        ):
             pass
-    async with open_postgres_store(pg_dsn, max_size=1, encryption_key=PASSPHRASE) as store:
+    async with open_postgres_store(
+        pg_dsn, DOMAIN_RULES, max_size=1, encryption_key=PASSPHRASE
+    ) as store:
         await store.aclose()
         with pytest.raises(StoreUnavailable, match="InterfaceError"):
             await store.create_team(team())
@@ -307,7 +314,7 @@ def _gone(pid: int) -> bool:
 async def test_killed_postgres_gives_unavailable_then_recovers(scratch_dir: Path) -> None:
     embedded = await trio.to_thread.run_sync(EmbeddedPostgres.start, scratch_dir)
     try:
-        async with open_postgres_store(embedded.dsn(), max_size=2) as store:
+        async with open_postgres_store(embedded.dsn(), DOMAIN_RULES, max_size=2) as store:
             await store.migrate()
             await store.create_team(team())
             pid = embedded.pid
@@ -329,7 +336,7 @@ async def test_killed_postgres_gives_unavailable_then_recovers(scratch_dir: Path
 
 async def test_embedded_default_starts_migrates_and_stops(scratch_dir: Path) -> None:
     settings = config.load({"CERTCTL_DATA_DIR": str(scratch_dir)})
-    async with open_store(settings) as store:
+    async with open_store(settings, DOMAIN_RULES) as store:
         await store.ready()
         await store.create_team(team())
         pidfile = (scratch_dir / "postgres" / "postmaster.pid").read_text().splitlines()
@@ -362,5 +369,5 @@ def test_unusable_data_dir_is_one_clear_sentence(tmp_path: Path, make: str) -> N
 async def test_store_errors_leave_the_store_context_as_themselves(pg_dsn: str) -> None:
     """trio-asyncio's nurseries would wrap them in exception groups on newer trio."""
     with pytest.raises(NotFound):
-        async with open_postgres_store(pg_dsn, max_size=1) as store:
+        async with open_postgres_store(pg_dsn, DOMAIN_RULES, max_size=1) as store:
             await store.get_team("missing")

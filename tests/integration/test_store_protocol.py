@@ -45,6 +45,7 @@ from certctl.core.model import (
 )
 from certctl.core.renewal import renewal_due_at
 from certctl.pki.errors import SealError
+from certctl.services.rules import DOMAIN_RULES
 from certctl.store.base import AuditQuery, CertificateQuery, JobQuery, Store
 from certctl.store.errors import Conflict, InvalidCursor, NotFound
 from certctl.store.memory import MemoryStore
@@ -381,7 +382,7 @@ async def test_secrets_are_split_out_and_returned_only_on_request(store: Store) 
 
 
 async def test_secret_needs_the_passphrase() -> None:
-    store = MemoryStore(encryption_key="")
+    store = MemoryStore(DOMAIN_RULES, encryption_key="")
     with pytest.raises(SealError, match="CERTCTL_CONFIG_ENCRYPTION_KEY"):
         await store.create_issuer(issuer(config={"secret": {"a": "b"}}))
     assert await store.list_issuers() == ()

@@ -10,6 +10,10 @@ crash once more before a final recovery.
 The model knows the exact expected state: after a success every file is the new version
 with the mode and owner the precedence rules give; after a failure every file (bytes,
 mode, owner) is as before; after a crash and recovery it is exactly one of the two.
+
+Only giving files to other owners needs root: ``TestDeployStateful`` runs for anyone with
+the files owned by the running user, and ``TestDeployStatefulOwnership`` (root only) draws
+owners from four uid/gid pairs.
 """
 
 from __future__ import annotations
@@ -38,19 +42,15 @@ from certctl.deploy import (
     Engine,
     File,
     FileDefaults,
+    FileRole,
+    Handshake,
     Plan,
-    Role,
     RollbackFailed,
-    Verification,
     VerifyFailed,
 )
 from certctl.deploy.names import BACKUP_MARK, TEMP_MARK, backups_of
 from certctl.testing.faults import Fault, FaultyFileSystem, ScriptedRunner, SimulatedCrash
 from certctl.testing.material import Issuer, Material
-
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="gives files to other owners; run as root (CI does)"
-)
 
 ISSUER = Issuer("stateful")
 GOOD = {f"v{n}": ISSUER.issue(f"v{n}.example") for n in range(4)}
@@ -66,18 +66,21 @@ BAD = {
 VERSIONS = {**GOOD, **BAD}
 
 LAYOUTS = {
-    1: (("site.pem", Role.COMBINED),),
-    2: (("fullchain.pem", Role.FULLCHAIN), ("key.pem", Role.KEY)),
-    3: (("cert.pem", Role.CERT), ("chain.pem", Role.CHAIN), ("key.pem", Role.KEY)),
+    1: (("site.pem", FileRole.COMBINED),),
+    2: (("fullchain.pem", FileRole.FULLCHAIN), ("key.pem", FileRole.KEY)),
+    3: (("cert.pem", FileRole.CERT), ("chain.pem", FileRole.CHAIN), ("key.pem", FileRole.KEY)),
     4: (
-        ("cert.pem", Role.CERT),
-        ("chain.pem", Role.CHAIN),
-        ("fullchain.pem", Role.FULLCHAIN),
-        ("key.pem", Role.KEY),
+        ("cert.pem", FileRole.CERT),
+        ("chain.pem", FileRole.CHAIN),
+        ("fullchain.pem", FileRole.FULLCHAIN),
+        ("key.pem", FileRole.KEY),
     ),
 }
 MODES = (0o600, 0o640, 0o644, 0o400)
 OWNERS = ((0, 0), (1000, 1000), (1000, 0), (65534, 65534))
+# Owners are drawn as indices into the machine's ``owners``, so one rule set serves both
+# the machine that keeps the running user's ids and the one that gives files away.
+owner_index = st.integers(0, len(OWNERS) - 1)
 VALIDATE = ("validate-config",)
 RELOAD = ("reload-service",)
 
@@ -85,13 +88,13 @@ FileState = tuple[bytes, int, int, int] | None
 State = tuple[FileState, ...]
 
 
-def content(material: Material, role: Role) -> bytes:
+def content(material: Material, role: FileRole) -> bytes:
     return {
-        Role.COMBINED: material.combined_pem,
-        Role.FULLCHAIN: material.fullchain_pem,
-        Role.CERT: material.cert_pem,
-        Role.CHAIN: material.chain_pem,
-        Role.KEY: material.key_pem,
+        FileRole.COMBINED: material.combined_pem,
+        FileRole.FULLCHAIN: material.fullchain_pem,
+        FileRole.CERT: material.cert_pem,
+        FileRole.CHAIN: material.chain_pem,
+        FileRole.KEY: material.key_pem,
     }[role]
 
 
@@ -112,10 +115,12 @@ faults = st.one_of(
         power_cut=st.booleans(),
     ),
 )
-ownership = st.one_of(st.none(), st.sampled_from(OWNERS))
+ownership = st.one_of(st.none(), owner_index)
 
 
 class DeployMachine(RuleBasedStateMachine):
+    owners: tuple[tuple[int, int], ...] = ((os.geteuid(), os.getegid()),)
+
     def __init__(self) -> None:
         super().__init__()
         self.root = tempfile.mkdtemp(prefix="certctl-deploy-")
@@ -124,7 +129,7 @@ class DeployMachine(RuleBasedStateMachine):
         for directory in (self.state_dir, *self.dirs):
             os.mkdir(directory)
         self.paths: list[str] = []
-        self.roles: list[Role] = []
+        self.roles: list[FileRole] = []
         self.keep = 0
         self.retention = 0
         self.fs = FaultyFileSystem([self.state_dir, *self.dirs])
@@ -145,7 +150,7 @@ class DeployMachine(RuleBasedStateMachine):
         layout=st.sampled_from(sorted(LAYOUTS)),
         placement=st.lists(st.integers(0, 1), min_size=4, max_size=4),
         initial=st.lists(
-            st.tuples(st.booleans(), st.sampled_from(MODES), st.sampled_from(OWNERS)),
+            st.tuples(st.booleans(), st.sampled_from(MODES), owner_index),
             min_size=4,
             max_size=4,
         ),
@@ -156,7 +161,7 @@ class DeployMachine(RuleBasedStateMachine):
         self,
         layout: int,
         placement: list[int],
-        initial: list[tuple[bool, int, tuple[int, int]]],
+        initial: list[tuple[bool, int, int]],
         start: str,
         retention: int,
     ) -> None:
@@ -168,8 +173,9 @@ class DeployMachine(RuleBasedStateMachine):
         self.retention = retention
         self.keep = 3 if retention == 0 else max(retention, 0)
         existing = zip(self.paths, self.roles, initial, strict=False)
-        for path, role, (exists, mode, (uid, gid)) in existing:
+        for path, role, (exists, mode, owner) in existing:
             if exists:
+                uid, gid = self.owner(owner)
                 with open(path, "wb") as handle:
                     handle.write(content(GOOD[start], role))
                 os.chown(path, uid, gid)
@@ -182,6 +188,9 @@ class DeployMachine(RuleBasedStateMachine):
             self.deployed = GOOD[start]
 
     # -- helpers ----------------------------------------------------------------------
+
+    def owner(self, index: int | None) -> tuple[int, int] | None:
+        return None if index is None else self.owners[index % len(self.owners)]
 
     def observe(self) -> State:
         result: list[FileState] = []
@@ -203,15 +212,17 @@ class DeployMachine(RuleBasedStateMachine):
         self,
         material: Material,
         modes: list[int | None],
-        owners: list[tuple[int, int] | None],
-        defaults: tuple[int | None, tuple[int, int] | None],
+        owners: list[int | None],
+        defaults: tuple[int | None, int | None],
         hooks: tuple[bool, bool],
     ) -> Plan:
         files = []
-        for path, role, mode, owner in zip(self.paths, self.roles, modes, owners, strict=False):
+        for path, role, mode, index in zip(self.paths, self.roles, modes, owners, strict=False):
+            owner = self.owner(index)
             user, group = (None, None) if owner is None else (str(owner[0]), str(owner[1]))
             files.append(File(path, content(material, role), role, mode, user, group))
-        default_mode, default_owner = defaults
+        default_mode, default_index = defaults
+        default_owner = self.owner(default_index)
         return Plan(
             files=tuple(files),
             defaults=FileDefaults(
@@ -249,7 +260,6 @@ class DeployMachine(RuleBasedStateMachine):
             fs=self.fs,
             runner=runner,
             clock=FixedClock(ISSUER.now),
-            privileged=True,
         )
 
     def recover(self, crash_at: int | None) -> None:
@@ -286,8 +296,8 @@ class DeployMachine(RuleBasedStateMachine):
         *,
         version: str,
         modes: list[int | None],
-        owners: list[tuple[int, int] | None],
-        defaults: tuple[int | None, tuple[int, int] | None],
+        owners: list[int | None],
+        defaults: tuple[int | None, int | None],
         hooks: tuple[bool, bool],
         validate_fails: bool,
         reload_fails: int,
@@ -304,14 +314,14 @@ class DeployMachine(RuleBasedStateMachine):
             runner.fail(VALIDATE)
         runner.fail(RELOAD, times=reload_fails)
 
-        def verify(leaf: x509.Certificate) -> Verification:
+        def verify(leaf: x509.Certificate) -> Handshake:
             try:
                 faults_.step("verify", "endpoint")
             except OSError as exc:  # as TLSVerifier reports an unreachable endpoint
                 raise VerifyFailed(f"handshake failed: {exc}") from exc
             if verify_fails:
                 raise VerifyFailed("scripted: the endpoint served another certificate")
-            return Verification("endpoint:443", None, "TLS 1.3", "f", "CN=x", ISSUER.now, 1)
+            return Handshake("endpoint:443", None, "TLS 1.3", "f", "CN=x", ISSUER.now, 1)
 
         self.previous = self.state
         skipped = False
@@ -408,5 +418,15 @@ class DeployMachine(RuleBasedStateMachine):
                     assert any(name.startswith(os.path.basename(p)) for p in self.paths)
 
 
+class OwnershipMachine(DeployMachine):
+    """The same machine, giving files to other owners: root only."""
+
+    owners = OWNERS
+
+
 TestDeployStateful = DeployMachine.TestCase
 TestDeployStateful.settings = settings(stateful_step_count=12)
+TestDeployStatefulOwnership = pytest.mark.skipif(
+    os.geteuid() != 0, reason="gives files to other owners; run as root (CI does)"
+)(OwnershipMachine.TestCase)
+TestDeployStatefulOwnership.settings = settings(stateful_step_count=12)

@@ -65,6 +65,7 @@ from certctl.core.model import (
     RevocationReason,
 )
 from certctl.pki.errors import SealError
+from certctl.services.rules import DOMAIN_RULES
 from certctl.store.base import AuditQuery, CertificateQuery, JobQuery, Page, Store
 from certctl.store.errors import StoreError
 from certctl.store.memory import MemoryStore
@@ -144,7 +145,7 @@ class StoreComparison(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         StoreComparison.examples += 1
-        self.memory = MemoryStore(encryption_key=PASSPHRASE)
+        self.memory = MemoryStore(DOMAIN_RULES, encryption_key=PASSPHRASE)
         trio.from_thread.run(lambda: self.postgres._run(lambda conn: conn.execute(WIPE)))
         self.first_seen: dict[str, Job] = {}
         for step in BASELINE:
@@ -604,7 +605,7 @@ async def test_memory_store_matches_postgres(pg_cluster: Cluster) -> None:
     examples = max(200, settings.default.max_examples // 10)
     async with (
         fresh_database(pg_cluster) as dsn,
-        open_postgres_store(dsn, max_size=2, encryption_key=PASSPHRASE) as postgres,
+        open_postgres_store(dsn, DOMAIN_RULES, max_size=2, encryption_key=PASSPHRASE) as postgres,
     ):
         StoreComparison.postgres = postgres
         StoreComparison.examples = 0

@@ -35,6 +35,7 @@ from certctl.pki.names import SubjectAltNames
 from certctl.server.app import Background, create_app
 from certctl.server.state import EXTENSION, ServerState
 from certctl.server.supervisor import Supervisor
+from certctl.services.rules import DOMAIN_RULES
 from certctl.store.base import Store
 from certctl.store.memory import MemoryStore
 
@@ -235,7 +236,7 @@ async def running_app(
     data_dir = settings.effective_data_dir
     if with_root:
         install_root(data_dir)
-    store = store if store is not None else MemoryStore(encryption_key=ENCRYPTION_KEY)
+    store = store if store is not None else MemoryStore(DOMAIN_RULES, encryption_key=ENCRYPTION_KEY)
     app = create_app(
         settings, store, clock=SystemClock(), background=background, supervisor=supervisor
     )

@@ -21,20 +21,18 @@ from structlog.testing import capture_logs
 
 from certctl.agent.connection import CABundleUnusable, ServerURLRefused, client_ssl_context
 from certctl.agent.control_plane import (
-    AgentIdentity,
     AgentRetired,
     ControlPlaneError,
-    Forbidden,
-    HostFacts,
+    NotThisAgents,
     Unauthorized,
-    Verification,
 )
 from certctl.agent.http import HttpControlPlane
 from certctl.core.model import JobStatus, JobType, VerificationStatus
 from certctl.pki.pem import certificates_pem
+from certctl.protocol import AgentIdentity, HostFacts, Verification
 from certctl.testing.material import Issuer
 
-AGENT = AgentIdentity("agent-7", "key-7")
+AGENT = AgentIdentity(agent_id="agent-7", agent_key="key-7")
 URL = "https://cp.example.test:8443"
 
 
@@ -156,9 +154,9 @@ async def test_register_uses_the_bootstrap_token_and_sends_the_host() -> None:
     )
     async with client(recorder) as plane:
         identity = await plane.register(
-            "bootstrap", "web-01", HostFacts("web-01.example.test", os="linux")
+            "bootstrap", "web-01", HostFacts(hostname="web-01.example.test", os="linux")
         )
-    assert identity == AgentIdentity("agent-7", "k")
+    assert identity == AgentIdentity(agent_id="agent-7", agent_key="k")
     (request,) = recorder.requests
     assert request.headers["Authorization"] == "Bearer bootstrap"
     assert json.loads(request.content) == {
@@ -231,7 +229,7 @@ async def test_agent_calls_use_the_agent_key_and_its_paths() -> None:
         }
     )
     async with client(recorder) as plane:
-        await plane.heartbeat(AGENT, HostFacts("web-01", architecture="x86_64"))
+        await plane.heartbeat(AGENT, HostFacts(hostname="web-01", architecture="x86_64"))
         (item,) = await plane.work(AGENT)
         issued = await plane.submit_csr(AGENT, "job-1", "-----BEGIN CERTIFICATE REQUEST-----")
         material = await plane.certificate(AGENT, "cert-1")
@@ -239,7 +237,7 @@ async def test_agent_calls_use_the_agent_key_and_its_paths() -> None:
             AGENT,
             "job-2",
             JobStatus.COMPLETED,
-            verification=Verification(VerificationStatus.SUCCESS, fingerprint="cd" * 32),
+            verification=Verification(status=VerificationStatus.SUCCESS, fingerprint="cd" * 32),
         )
         await plane.report_status(AGENT, "job-3", JobStatus.FAILED, error="reload failed")
         (target,) = await plane.targets(AGENT)
@@ -276,7 +274,7 @@ async def test_agent_calls_use_the_agent_key_and_its_paths() -> None:
     ("status", "kind"),
     [
         (401, Unauthorized),
-        (403, Forbidden),
+        (403, NotThisAgents),
         (410, AgentRetired),
         (409, ControlPlaneError),
         (503, ControlPlaneError),

@@ -14,7 +14,7 @@ from certctl import config
 from certctl.agent.policy import BUILT_IN, HostPolicy, Rules, load_policy, write_policy
 from certctl.connectors.targets.registry import load_connector
 from certctl.core.model import TargetType
-from certctl.deploy import Engine, File, FileDefaults, Plan, PolicyRefused, Role
+from certctl.deploy import Engine, File, FileDefaults, FileRole, Plan, PolicyRefused
 from certctl.testing.material import Issuer
 from certctl.testing.policy import allowing
 
@@ -26,7 +26,7 @@ def plan(*files: File, validate: tuple[str, ...] | None = None, **extra: object)
 
 
 def cert(path: str, **extra: object) -> File:
-    return File(path=path, data=b"c", role=Role.CERT, **extra)  # type: ignore[arg-type]
+    return File(path=path, data=b"c", role=FileRole.CERT, **extra)  # type: ignore[arg-type]
 
 
 def built_in(state_dir: str = "/var/lib/certctl-agent") -> HostPolicy:
@@ -41,7 +41,7 @@ def test_the_built_in_policy_allows_the_conventional_nginx_deploy() -> None:
         NGINX,
         plan(
             cert("/etc/nginx/certs/site.pem", mode=0o644),
-            File("/etc/nginx/certs/site.key", b"k", Role.KEY, mode=0o640),
+            File("/etc/nginx/certs/site.key", b"k", FileRole.KEY, mode=0o640),
             validate=("nginx", "-t"),
             reload=("nginx", "-s", "reload"),
             defaults=FileDefaults(mode=0o644, owner="www-data", group="www-data"),
@@ -110,10 +110,10 @@ def test_modes_above_the_limits_are_refused() -> None:
     policy = built_in()
     with pytest.raises(PolicyRefused, match=r"connectors\.nginx\.max_mode \(0644\)"):
         policy.check(NGINX, plan(cert("/etc/nginx/a.pem", mode=0o666)))
-    key = File("/etc/nginx/a.key", b"k", Role.KEY, mode=0o644)
+    key = File("/etc/nginx/a.key", b"k", FileRole.KEY, mode=0o644)
     with pytest.raises(PolicyRefused, match=r"connectors\.nginx\.max_key_mode \(0640\)"):
         policy.check(NGINX, plan(key))
-    new_key = File("/etc/nginx/a.key", b"k", Role.KEY)
+    new_key = File("/etc/nginx/a.key", b"k", FileRole.KEY)
     with pytest.raises(PolicyRefused, match=r"mode 0644 for /etc/nginx/a\.key.*max_key_mode"):
         policy.check(NGINX, plan(new_key, defaults=FileDefaults(mode=0o644)))
 

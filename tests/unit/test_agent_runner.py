@@ -15,7 +15,7 @@ import signal
 import stat
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,33 +26,31 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from certctl import config
-from certctl.agent.control_plane import (
-    AgentIdentity,
-    AgentRetired,
-    CertificateMaterial,
-    ControlPlaneError,
-    HostFacts,
-    IssuedVersion,
-    TargetSpec,
-    Unauthorized,
-    Verification,
-    WorkItem,
-)
+from certctl.agent.control_plane import AgentRetired, ControlPlaneError, Unauthorized
 from certctl.agent.keystore import KeyStore
 from certctl.agent.policy import HostPolicy
 from certctl.agent.process import Mode, run
-from certctl.agent.runner import Agent
+from certctl.agent.runner import AgentRunner
 from certctl.core.model import JobStatus, JobType, KeyAlgorithm, VerificationStatus
 from certctl.pki.ca import CertificateAuthority
 from certctl.pki.csr import load_csr
 from certctl.pki.keys import signature_hash
 from certctl.pki.pem import certificates_pem, fingerprint_sha256, load_certificates
+from certctl.protocol import (
+    AgentIdentity,
+    CertificateMaterial,
+    HostFacts,
+    IssuedVersion,
+    TargetSpec,
+    Verification,
+    WorkItem,
+)
 from certctl.testing.certs import intermediate_ca, root_ca
 from certctl.testing.material import Issuer
 from certctl.testing.policy import allowing
 
 FACTS = HostFacts(hostname="web-01.example.test", os="linux", version="test")
-IDENTITY = AgentIdentity("agent-1", "agent-key-1")
+IDENTITY = AgentIdentity(agent_id="agent-1", agent_key="agent-key-1")
 NOW = datetime.now(UTC)
 
 # Fails once each time the flag file exists (removing it), so the rollback's second reload
@@ -110,15 +108,15 @@ class ControlPlaneDouble:
         job_id = self._job_id()
         self.queue.append(
             WorkItem(
-                job_id,
-                JobType.RENEWAL,
-                JobStatus.AWAITING_CSR,
-                certificate_id,
-                common_name,
-                tuple(sans),
-                KeyAlgorithm.ECDSA,
-                256,
-                None,
+                job_id=job_id,
+                type=JobType.RENEWAL,
+                status=JobStatus.AWAITING_CSR,
+                certificate_id=certificate_id,
+                common_name=common_name,
+                sans=tuple(sans),
+                key_algorithm=KeyAlgorithm.ECDSA,
+                key_size=256,
+                target=None,
             )
         )
         return job_id
@@ -130,15 +128,15 @@ class ControlPlaneDouble:
         name = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
         self.queue.append(
             WorkItem(
-                job_id,
-                JobType.DEPLOYMENT,
-                JobStatus.RUNNING,
-                certificate_id,
-                str(name),
-                (),
-                KeyAlgorithm.ECDSA,
-                256,
-                target,
+                job_id=job_id,
+                type=JobType.DEPLOYMENT,
+                status=JobStatus.RUNNING,
+                certificate_id=certificate_id,
+                common_name=str(name),
+                sans=(),
+                key_algorithm=KeyAlgorithm.ECDSA,
+                key_size=256,
+                target=target,
             )
         )
         return job_id
@@ -201,11 +199,11 @@ class ControlPlaneDouble:
             self.want_deploy(item.certificate_id, target)
         version = self.versions[item.certificate_id]
         return IssuedVersion(
-            version.version_id,
-            version.serial_number,
-            version.fingerprint_sha256,
-            leaf.not_valid_before_utc,
-            leaf.not_valid_after_utc,
+            id=version.version_id,
+            serial_number=version.serial_number,
+            fingerprint_sha256=version.fingerprint_sha256,
+            not_before=leaf.not_valid_before_utc,
+            not_after=leaf.not_valid_after_utc,
         )
 
     async def certificate(self, agent: AgentIdentity, certificate_id: str) -> CertificateMaterial:
@@ -263,7 +261,7 @@ def file_target(live: Path, **extra: Any) -> TargetSpec:
         "key_path": str(live / "key.pem"),
         "chain_path": str(live / "chain.pem"),
     }
-    return TargetSpec("target-1", "files", "File", config | extra)
+    return TargetSpec(id="target-1", name="files", type="File", config=config | extra)
 
 
 def policy_for(settings: config.Settings) -> HostPolicy:
@@ -274,8 +272,10 @@ def policy_for(settings: config.Settings) -> HostPolicy:
     return allowing([root / "live"], prefixes=[[p] for p in programs])
 
 
-def agent(settings: config.Settings, double: ControlPlaneDouble) -> Agent:
-    return Agent(settings, double, facts=FACTS, random=lambda: 0.0, policy=policy_for(settings))
+def agent(settings: config.Settings, double: ControlPlaneDouble) -> AgentRunner:
+    return AgentRunner(
+        settings, double, facts=FACTS, random=lambda: 0.0, policy=policy_for(settings)
+    )
 
 
 async def test_a_csr_job_stores_the_key_and_submits_the_names(
@@ -329,7 +329,9 @@ async def test_a_deployment_writes_the_files_and_reports_completed(
     (deploy,) = outcomes
     assert deploy.ok, deploy.message
     report = double.reports[deploy.job_id]
-    assert report == Report(JobStatus.COMPLETED, None, Verification(VerificationStatus.SKIPPED))
+    assert report == Report(
+        JobStatus.COMPLETED, None, Verification(status=VerificationStatus.SKIPPED)
+    )
     version = double.versions["cert-1"]
     assert (live / "cert.pem").read_text() == version.cert_pem
     assert (live / "chain.pem").read_text() == version.chain_pem
@@ -454,7 +456,9 @@ async def test_jitter_only_shortens_the_wait(
     settings: config.Settings, double: ControlPlaneDouble, autojump_clock: trio.abc.Clock
 ) -> None:
     double.work_errors = [ControlPlaneError("down")] * 3
-    runner = Agent(settings, double, facts=FACTS, random=lambda: 0.999, policy=policy_for(settings))
+    runner = AgentRunner(
+        settings, double, facts=FACTS, random=lambda: 0.999, policy=policy_for(settings)
+    )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(runner.start)
         while len(double.work_times) < 4:
@@ -508,8 +512,8 @@ async def test_dry_run_checks_each_target_and_writes_nothing(
     await agent(settings, double).run_once()  # registers
     double.targets_of["cert-1"] = [
         file_target(live, validate_command="true"),
-        TargetSpec("target-2", "broken", "File", {"cert_path": "relative.pem"}),
-        replace(file_target(live, validate_command="false"), id="target-3"),
+        TargetSpec(id="target-2", name="broken", type="File", config={"cert_path": "relative.pem"}),
+        file_target(live, validate_command="false").model_copy(update={"id": "target-3"}),
     ]
     state_before = sorted(p.name for p in (tmp_path / "state").rglob("*"))
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from certctl.agent import files
-from certctl.agent.control_plane import AgentIdentity
 from certctl.agent.keystore import DEPLOYED_FILE, KEEP, KeyStore, KeyStoreError, spki_sha256
 from certctl.agent.state import (
     StateUnusable,
@@ -21,9 +20,10 @@ from certctl.agent.state import (
 )
 from certctl.deploy import OsFileSystem
 from certctl.pki.keys import ECDSA_P256, ED25519, SigningKey, generate_key, private_key_pem
+from certctl.protocol import AgentIdentity
 
 URL = "https://cp.example.test:8443"
-IDENTITY = AgentIdentity("agent-1", "secret-agent-key")
+IDENTITY = AgentIdentity(agent_id="agent-1", agent_key="secret-agent-key")
 RECORD = json.dumps({"agent_id": "agent-1", "server_url": URL})
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from certctl import config
 from certctl.config import Role
+from certctl.core.errors import CertctlError
 from certctl.core.model import KeyRole
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -236,15 +237,15 @@ def test_database_max_conns_below_one_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("env", "value"),
+    ("role", "env", "value"),
     [
-        ("CERTCTL_SCHEDULER_RENEWAL_CHECK_INTERVAL", "59s"),
-        ("CERTCTL_SCHEDULER_JOB_PROCESSOR_INTERVAL", "500ms"),
-        ("CERTCTL_AGENT_POLL_INTERVAL", "0s"),
+        (Role.SERVER, "CERTCTL_SCHEDULER_RENEWAL_CHECK_INTERVAL", "59s"),
+        (Role.SERVER, "CERTCTL_SCHEDULER_JOB_PROCESSOR_INTERVAL", "500ms"),
+        (Role.AGENT, "CERTCTL_AGENT_POLL_INTERVAL", "0s"),
     ],
 )
-def test_scheduler_interval_below_minimum_refused(env: str, value: str) -> None:
-    err = refusal(**{env: value})
+def test_scheduler_interval_below_minimum_refused(role: Role, env: str, value: str) -> None:
+    err = refusal(role, **{env: value})
     assert type(err) is config.SchedulerIntervalTooShort
     assert env in str(err)
 
@@ -266,6 +267,37 @@ def test_api_keys_required_for_api_key_auth() -> None:
     assert "CERTCTL_API_KEYS" in str(err)
 
 
+@pytest.mark.parametrize(
+    ("role", "env", "value"),
+    [
+        (Role.AGENT, "CERTCTL_SCHEDULER_RENEWAL_CHECK_INTERVAL", "1s"),
+        (Role.AGENT, "CERTCTL_ACME_INSECURE", "true"),
+        (Role.AGENT, "CERTCTL_CORS_ORIGINS", "*"),
+        (Role.SERVER, "CERTCTL_AGENT_HEARTBEAT_INTERVAL", "0s"),
+    ],
+)
+def test_a_role_is_not_refused_for_a_variable_it_does_not_read(
+    role: Role, env: str, value: str
+) -> None:
+    config.validate(settings(**{env: value}), role=role, now=NOW)
+
+
+def test_zero_workers_refused() -> None:
+    err = refusal(CERTCTL_SERVER_WORKERS="0")
+    assert type(err) is config.WorkersInvalid
+    assert "CERTCTL_SERVER_WORKERS" in str(err)
+
+
+def test_every_setting_is_read_by_a_role_and_documented() -> None:
+    for spec in config.SPECS.values():
+        assert spec.roles, spec.env
+        assert spec.doc.strip(), spec.env
+
+
+def test_config_errors_are_certctl_errors() -> None:
+    assert issubclass(config.ConfigError, CertctlError)
+
+
 def test_sentinels_are_distinct_classes() -> None:
     sentinels = [
         config.AgentBootstrapTokenRequired,
@@ -278,6 +310,7 @@ def test_sentinels_are_distinct_classes() -> None:
         config.DatabaseMaxConnsInvalid,
         config.SchedulerIntervalTooShort,
         config.UnknownAuthType,
+        config.WorkersInvalid,
     ]
     assert len(set(sentinels)) == len(sentinels)
     assert all(issubclass(s, config.ConfigError) for s in sentinels)
@@ -288,11 +321,25 @@ def test_sentinels_are_distinct_classes() -> None:
 
 def test_redacted_hides_every_secret() -> None:
     s = settings(CERTCTL_DATABASE_URL="postgresql://certctl:hunter2-xyz@db/certctl")
-    shown = "\n".join(f"{env}={value}" for env, value, _ in config.redacted(s))
+    shown = "\n".join(f"{env}={value}" for env, value, _ in config.redacted(s, Role.SERVER))
     for secret in ("k3y-9f8a7b6c5d4e3f2a1b0c", "bt-6a5b4c3d2e1f0a9b8c7d", "q" * 32, "hunter2-xyz"):
         assert secret not in shown
     assert "CERTCTL_API_KEYS=ops:<redacted>:admin" in shown
     assert "CERTCTL_DATABASE_URL=postgresql://certctl:<redacted>@db/certctl" in shown
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_redacted_shows_exactly_the_variables_of_the_role(role: Role) -> None:
+    shown = {env for env, _, _ in config.redacted(settings(), role)}
+    assert shown == {spec.env for spec in config.SPECS.values() if role in spec.roles}
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"), [("500ms", "500ms"), ("90s", "90s"), ("1h30m", "90m"), ("168h", "7d")]
+)
+def test_durations_are_shown_as_they_parse(raw: str, shown: str) -> None:
+    assert config.format_duration(config.parse_duration(raw)) == shown
+    assert config.parse_duration(shown) == config.parse_duration(raw)
 
 
 def test_env_file_parsing(tmp_path: Path) -> None:

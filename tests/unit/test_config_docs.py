@@ -1,8 +1,9 @@
 """docs/configuration.md and the code must name the same variables.
 
-The code side is every ``CERTCTL_*`` literal in the package source, not just the settings
-table, so a variable read anywhere (say, a connector reading the environment) must be
-documented too.
+The page is generated from the settings declarations (``certctl.config.reference``), so
+the first test is that it is up to date. The code side of the others is every
+``CERTCTL_*`` literal in the package source, not just the settings table, so a variable
+read anywhere (say, a connector reading the environment) must be documented too.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import re
 from pathlib import Path
 
 from certctl import config
+from certctl.config import reference
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "configuration.md"
@@ -27,6 +29,12 @@ def variables_in_code() -> set[str]:
 def variables_in_doc_tables() -> set[str]:
     rows = (line for line in DOC.read_text(encoding="utf-8").splitlines() if line.startswith("| `"))
     return {m.group(0) for row in rows if (m := _NAME.search(row.split("|")[1]))}
+
+
+def test_doc_is_generated_from_the_declarations() -> None:
+    assert DOC.read_text(encoding="utf-8") == reference.render(), (
+        f"docs/configuration.md is stale; regenerate it with: {reference.REGENERATE}"
+    )
 
 
 def test_every_variable_in_code_is_documented() -> None:

@@ -13,7 +13,7 @@ import pytest
 from certctl.connectors.targets.base import TargetConfigInvalid
 from certctl.connectors.targets.registry import load_connector, target_type
 from certctl.core.model import TargetType
-from certctl.deploy import Endpoint, Engine, Role
+from certctl.deploy import Endpoint, Engine, FileRole
 from certctl.testing.material import Issuer, Material
 
 BASE = {"cert_path": "/srv/app/tls/cert.pem", "key_path": "/srv/app/tls/key.pem"}
@@ -24,7 +24,9 @@ def version() -> Material:
     return Issuer("file target").issue("app.example.test")
 
 
-def plan_of(version: Material, chain: bool = True, **extra: Any) -> dict[str, tuple[Role, bytes]]:
+def plan_of(
+    version: Material, chain: bool = True, **extra: Any
+) -> dict[str, tuple[FileRole, bytes]]:
     connector = load_connector("file", BASE | extra)
     chain_pem = version.chain_pem if chain else b""
     plan = connector.plan(version.cert_pem, chain_pem, version.key_pem)
@@ -39,8 +41,8 @@ def test_file_is_a_registered_type() -> None:
 def test_without_a_chain_file_the_chain_follows_the_certificate(version: Material) -> None:
     files = plan_of(version)
     assert files == {
-        "cert.pem": (Role.FULLCHAIN, version.cert_pem + version.chain_pem),
-        "key.pem": (Role.KEY, version.key_pem),
+        "cert.pem": (FileRole.FULLCHAIN, version.cert_pem + version.chain_pem),
+        "key.pem": (FileRole.KEY, version.key_pem),
     }
 
 
@@ -49,17 +51,17 @@ def test_each_configured_file_gets_its_part(version: Material) -> None:
         version, chain_path="/srv/app/tls/chain.pem", fullchain_path="/srv/app/tls/full.pem"
     )
     assert files == {
-        "cert.pem": (Role.CERT, version.cert_pem),
-        "key.pem": (Role.KEY, version.key_pem),
-        "chain.pem": (Role.CHAIN, version.chain_pem),
-        "full.pem": (Role.FULLCHAIN, version.cert_pem + version.chain_pem),
+        "cert.pem": (FileRole.CERT, version.cert_pem),
+        "key.pem": (FileRole.KEY, version.key_pem),
+        "chain.pem": (FileRole.CHAIN, version.chain_pem),
+        "full.pem": (FileRole.FULLCHAIN, version.cert_pem + version.chain_pem),
     }
 
 
 def test_a_full_chain_file_alone_keeps_the_leaf_alone(version: Material) -> None:
     files = plan_of(version, fullchain_path="/srv/app/tls/full.pem")
-    assert files["cert.pem"] == (Role.CERT, version.cert_pem)
-    assert files["full.pem"] == (Role.FULLCHAIN, version.cert_pem + version.chain_pem)
+    assert files["cert.pem"] == (FileRole.CERT, version.cert_pem)
+    assert files["full.pem"] == (FileRole.FULLCHAIN, version.cert_pem + version.chain_pem)
 
 
 def test_a_self_signed_leaf_writes_no_empty_chain_file(version: Material) -> None:
@@ -70,7 +72,7 @@ def test_a_self_signed_leaf_writes_no_empty_chain_file(version: Material) -> Non
         fullchain_path="/srv/app/tls/full.pem",
     )
     assert set(files) == {"cert.pem", "key.pem", "full.pem"}
-    assert files["full.pem"] == (Role.CERT, version.cert_pem)
+    assert files["full.pem"] == (FileRole.CERT, version.cert_pem)
 
 
 def test_commands_are_optional_and_checked(version: Material) -> None:

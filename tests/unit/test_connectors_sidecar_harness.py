@@ -7,18 +7,23 @@ behind it, a template placeholder nobody fills in).
 
 from __future__ import annotations
 
+import glob
 import json
 import socket
 import subprocess
 import threading
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from certctl.testing import hookwrap, sidecars
+import certctl
+from certctl.testing import hookwrap
 from certctl.testing.material import Issuer
-from certctl.testing.sidecars import SERVERS, ContainerSidecar, Place, SidecarFailed
+from certctl.testing.sidecars import launchers, servers
+from certctl.testing.sidecars.launchers import ContainerSidecar
+from certctl.testing.sidecars.servers import SERVERS, Place, SidecarFailed
 
 
 @pytest.fixture
@@ -51,7 +56,7 @@ def fake_engine(tmp_path: Path) -> Iterator[tuple[Path, list[bytes]]]:
 @pytest.fixture
 def docker_cli(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SIDECAR_LAUNCHER", raising=False)
-    monkeypatch.setattr(sidecars.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(launchers.shutil, "which", lambda name: f"/usr/bin/{name}")
 
 
 @pytest.mark.usefixtures("docker_cli")
@@ -61,12 +66,12 @@ def test_an_engine_that_answers_ping_is_used(
     path, replies = fake_engine
     monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
     replies.append(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
-    assert sidecars.docker_engine_answers()
+    assert launchers.docker_engine_answers()
     replies.append(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
-    assert not sidecars.docker_engine_answers()
+    assert not launchers.docker_engine_answers()
     monkeypatch.setenv("SIDECAR_LAUNCHER", "local")  # forces local even with an engine
     replies.append(b"HTTP/1.1 200 OK\r\n\r\nOK")
-    assert not sidecars.docker_engine_answers()
+    assert not launchers.docker_engine_answers()
 
 
 @pytest.mark.usefixtures("docker_cli")
@@ -74,13 +79,13 @@ def test_a_cli_without_an_engine_means_local_processes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/absent.sock")
-    assert not sidecars.docker_engine_answers(timeout=0.5)
+    assert not launchers.docker_engine_answers(timeout=0.5)
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{closed.getsockname()[1]}")
-        assert not sidecars.docker_engine_answers(timeout=0.5)
+        assert not launchers.docker_engine_answers(timeout=0.5)
     monkeypatch.setenv("DOCKER_HOST", "ssh://somewhere")
-    assert not sidecars.docker_engine_answers(timeout=0.5)
+    assert not launchers.docker_engine_answers(timeout=0.5)
 
 
 @pytest.mark.parametrize("name", list(SERVERS))
@@ -96,7 +101,7 @@ def test_every_template_renders_with_no_placeholder_left(name: str, tmp_path: Pa
         user="u",
         modules="/m",
     )
-    sidecars.render_templates(name, tmp_path / "conf", tmp_path / "certs", place)
+    servers.render_templates(name, tmp_path / "conf", tmp_path / "certs", place)
     rendered = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert rendered
     for path in rendered:
@@ -107,7 +112,7 @@ def test_an_unknown_placeholder_is_an_error(tmp_path: Path) -> None:
     template = tmp_path / "x.conf"
     template.write_text("listen {{port_htps}};")
     with pytest.raises(SidecarFailed, match=r"unknown placeholder \{\{port_htps\}\}"):
-        sidecars.substitute(template.read_text(), {"port_https": "1"}, template)
+        servers.substitute(template.read_text(), {"port_https": "1"}, template)
 
 
 def test_hookwrap_runs_records_and_fails_once(tmp_path: Path) -> None:
@@ -140,3 +145,21 @@ def test_container_definitions_lay_out_before_docker_is_touched(name: str, tmp_p
         sds = json.loads((cert_dir / "sds.json").read_text())
         chain = sds["resources"][0]["tls_certificate"]["certificate_chain"]["filename"]
         assert Path(chain).read_bytes() == version.cert_pem + version.chain_pem
+
+
+def test_every_template_ships_in_the_wheel() -> None:
+    """The package-data globs of pyproject.toml, expanded as setuptools expands them
+    (``glob`` with ``recursive=True``, files only), cover every template: the harness
+    reads them with ``importlib.resources`` and must work from an installed wheel."""
+    package = Path(certctl.__file__).parent
+    pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["certctl"]
+    shipped = {
+        Path(found)
+        for pattern in patterns
+        for found in glob.glob(str(package / pattern), recursive=True)
+        if Path(found).is_file()
+    }
+    templates = {p for p in Path(str(servers.TEMPLATES)).rglob("*") if p.is_file()}
+    assert {p.parent.name for p in templates} >= set(SERVERS)
+    assert templates <= shipped, sorted(map(str, templates - shipped))

@@ -19,7 +19,7 @@ from certctl.connectors.targets.fields import (
 )
 from certctl.connectors.targets.registry import CONNECTORS, load_connector, target_type
 from certctl.core.model import TargetType
-from certctl.deploy import Endpoint, Role
+from certctl.deploy import Endpoint, FileRole
 from certctl.testing import material as testing_material
 
 NGINX = {
@@ -185,19 +185,19 @@ def test_nginx_appends_the_chain_unless_it_has_its_own_file(
     version: testing_material.Material,
 ) -> None:
     cert, key = plan_files(TargetType.NGINX, version)
-    assert (cert.role, cert.data) == (Role.FULLCHAIN, version.cert_pem + version.chain_pem)
-    assert (key.role, key.mode, key.data) == (Role.KEY, 0o640, version.key_pem)
+    assert (cert.role, cert.data) == (FileRole.FULLCHAIN, version.cert_pem + version.chain_pem)
+    assert (key.role, key.mode, key.data) == (FileRole.KEY, 0o640, version.key_pem)
     assert cert.mode is None  # an existing certificate keeps its mode
 
     cert, key, chain = plan_files(TargetType.NGINX, version, chain_path="/etc/nginx/chain.pem")
-    assert (cert.role, cert.data) == (Role.CERT, version.cert_pem)
-    assert (chain.role, chain.data) == (Role.CHAIN, version.chain_pem)
+    assert (cert.role, cert.data) == (FileRole.CERT, version.cert_pem)
+    assert (chain.role, chain.data) == (FileRole.CHAIN, version.chain_pem)
 
 
 def test_no_chain_means_no_chain_file(version: testing_material.Material) -> None:
     connector = load_connector(TargetType.APACHE, MINIMAL[TargetType.APACHE])
     plan = connector.plan(version.cert_pem, b"", version.key_pem)
-    assert [f.role for f in plan.files] == [Role.CERT, Role.KEY]
+    assert [f.role for f in plan.files] == [FileRole.CERT, FileRole.KEY]
 
 
 def test_pem_blocks_are_joined_without_blank_lines() -> None:
@@ -208,7 +208,7 @@ def test_pem_blocks_are_joined_without_blank_lines() -> None:
 
 def test_haproxy_writes_one_combined_file_0600(version: testing_material.Material) -> None:
     (pem,) = plan_files(TargetType.HAPROXY, version)
-    assert pem.role is Role.COMBINED
+    assert pem.role is FileRole.COMBINED
     assert pem.data == version.cert_pem + version.chain_pem + version.key_pem
     assert pem.mode == 0o600
     (pem,) = plan_files(TargetType.HAPROXY, version, pem_file_mode="0640")
@@ -230,8 +230,8 @@ def test_mail_defaults_apply_on_every_load(
     connector = load_connector(kind, {})
     plan = connector.plan(version.cert_pem, version.chain_pem, version.key_pem)
     assert [(f.path, f.role, f.mode) for f in plan.files] == [
-        (f"{directory}/cert.pem", Role.FULLCHAIN, None),
-        (f"{directory}/key.pem", Role.KEY, 0o600),
+        (f"{directory}/cert.pem", FileRole.FULLCHAIN, None),
+        (f"{directory}/key.pem", FileRole.KEY, 0o600),
     ]
     assert (plan.validate, plan.reload) == (tuple(validate.split()), tuple(reload.split()))
     assert plan.defaults.mode == 0o644
@@ -246,7 +246,7 @@ def test_cert_dir_targets_write_full_chain_0644_and_key_0600(
     cert, key, *_ = plan_files(kind, version, cert_file="fullchain.pem")
     assert (cert.path, cert.role, cert.mode) == (
         f"{MINIMAL[kind]['cert_dir']}/fullchain.pem",
-        Role.FULLCHAIN,
+        FileRole.FULLCHAIN,
         0o644,
     )
     assert (key.path, key.mode) == (f"{MINIMAL[kind]['cert_dir']}/key.pem", 0o600)
@@ -262,8 +262,8 @@ def test_envoy_sds_points_at_the_deployed_files(version: testing_material.Materi
         TargetType.ENVOY, version, sds_config=True, chain_file="chain.pem"
     )
     assert cert.data == version.cert_pem + version.chain_pem  # Envoy serves only this file
-    assert (chain.role, chain.data) == (Role.CHAIN, version.chain_pem)
-    assert (sds.path, sds.role, sds.mode) == ("/etc/envoy/certs/sds.json", Role.OTHER, 0o644)
+    assert (chain.role, chain.data) == (FileRole.CHAIN, version.chain_pem)
+    assert (sds.path, sds.role, sds.mode) == ("/etc/envoy/certs/sds.json", FileRole.OTHER, 0o644)
     (resource,) = json.loads(sds.data)["resources"]
     assert resource["@type"].endswith("tls.v3.Secret")
     assert resource["name"] == "server_cert"

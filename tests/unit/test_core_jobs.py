@@ -8,10 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from certctl.core.jobs import (
-    ACTIVE_STATES,
     CREATION_STATES,
     RETRY_DELAY_CAP_SECONDS,
-    TERMINAL_STATES,
     TRANSITIONS,
     AgentOffline,
     Approved,
@@ -36,7 +34,14 @@ from certctl.core.jobs import (
     timeout_event,
     transition,
 )
-from certctl.core.model import Job, JobStatus, JobType, RenewalPolicy
+from certctl.core.model import (
+    ACTIVE_JOB_STATUSES,
+    TERMINAL_JOB_STATUSES,
+    Job,
+    JobStatus,
+    JobType,
+    RenewalPolicy,
+)
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -99,9 +104,9 @@ def test_transition_table_is_the_reference_table_plus_cancel_of_a_scheduled_retr
 
 def test_state_sets() -> None:
     assert {P.PENDING, P.AWAITING_CSR, P.AWAITING_APPROVAL} == CREATION_STATES
-    assert CREATION_STATES | {P.RUNNING} == ACTIVE_STATES
-    assert {P.COMPLETED, P.CANCELLED} == TERMINAL_STATES
-    assert not any(source in TERMINAL_STATES for source, _ in TRANSITIONS)
+    assert CREATION_STATES | {P.RUNNING} == ACTIVE_JOB_STATUSES
+    assert {P.COMPLETED, P.CANCELLED} == TERMINAL_JOB_STATUSES
+    assert not any(source in TERMINAL_JOB_STATUSES for source, _ in TRANSITIONS)
 
 
 def test_create_job_copies_the_retry_budget_from_the_policy() -> None:

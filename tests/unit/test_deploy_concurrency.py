@@ -8,7 +8,7 @@ from pathlib import Path
 
 import trio
 
-from certctl.deploy import Command, Engine, File, OsFileSystem, Plan, Result, Role, Stat
+from certctl.deploy import Command, Engine, File, FileRole, OsFileSystem, Plan, Result, Stat
 from certctl.deploy.apply import VerifyStep
 from certctl.testing.material import Issuer, Material
 
@@ -81,9 +81,9 @@ class InFlight:
 def plan(site: Path, material: Material) -> Plan:
     return Plan(
         files=(
-            File(str(site / "cert.pem"), material.cert_pem, Role.CERT),
-            File(str(site / "chain.pem"), material.chain_pem, Role.CHAIN),
-            File(str(site / "key.pem"), material.key_pem, Role.KEY),
+            File(str(site / "cert.pem"), material.cert_pem, FileRole.CERT),
+            File(str(site / "chain.pem"), material.chain_pem, FileRole.CHAIN),
+            File(str(site / "key.pem"), material.key_pem, FileRole.KEY),
         ),
         reload=RELOAD,
     )

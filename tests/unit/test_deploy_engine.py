@@ -14,11 +14,11 @@ from certctl.deploy import (
     Engine,
     File,
     FileDefaults,
+    FileRole,
     Plan,
     PlanInvalid,
     RecoveryPending,
     ReloadFailed,
-    Role,
     RollbackFailed,
     ValidateFailed,
 )
@@ -44,8 +44,8 @@ VALIDATE = ("validate-config",)
 def two_files(directory: Path, material: Material, **plan: object) -> Plan:
     return Plan(
         files=(
-            File(str(directory / "cert.pem"), material.fullchain_pem, Role.FULLCHAIN),
-            File(str(directory / "key.pem"), material.key_pem, Role.KEY),
+            File(str(directory / "cert.pem"), material.fullchain_pem, FileRole.FULLCHAIN),
+            File(str(directory / "key.pem"), material.key_pem, FileRole.KEY),
         ),
         **plan,  # type: ignore[arg-type]
     )
@@ -126,8 +126,8 @@ def test_reload_failure_restores_bytes_modes_and_owners_and_reloads_again(
     runner.fail(RELOAD, times=1)
     plan = Plan(
         files=(
-            File(str(site / "cert.pem"), V2.fullchain_pem, Role.FULLCHAIN),
-            File(str(site / "key.pem"), V2.key_pem, Role.KEY, 0o600, "0", "0"),
+            File(str(site / "cert.pem"), V2.fullchain_pem, FileRole.FULLCHAIN),
+            File(str(site / "key.pem"), V2.key_pem, FileRole.KEY, 0o600, "0", "0"),
         ),
         reload=RELOAD,
     )
@@ -183,7 +183,9 @@ def test_existing_mode_and_owner_are_kept_unless_the_plan_overrides_them(
     assert (stat.S_IMODE(cert.st_mode), cert.st_uid, cert.st_gid) == (0o640, 1001, 1002)
     engine.apply(
         Plan(
-            files=(File(str(site / "cert.pem"), V3.fullchain_pem, Role.FULLCHAIN, 0o644, "5", "6"),)
+            files=(
+                File(str(site / "cert.pem"), V3.fullchain_pem, FileRole.FULLCHAIN, 0o644, "5", "6"),
+            )
         )
     )
     cert = os.stat(site / "cert.pem")
@@ -195,7 +197,7 @@ def test_a_new_file_takes_the_defaults_else_stays_0600(site: Path, engine: Engin
     engine.apply(two_files(site, V1, defaults=FileDefaults(0o640, "10", "20")))
     key = os.stat(site / "key.pem")
     assert (stat.S_IMODE(key.st_mode), key.st_uid, key.st_gid) == (0o640, 10, 20)
-    engine.apply(Plan(files=(File(str(site / "other.pem"), V1.cert_pem, Role.CERT),)))
+    engine.apply(Plan(files=(File(str(site / "other.pem"), V1.cert_pem, FileRole.CERT),)))
     assert stat.S_IMODE(os.stat(site / "other.pem").st_mode) == 0o600
 
 
@@ -366,7 +368,7 @@ def test_a_journal_covering_other_paths_blocks_the_deploy(
     runner.fail(RELOAD)
     with pytest.raises(RollbackFailed):
         engine.apply(two_files(site, V1, reload=RELOAD))
-    only_cert = Plan(files=(File(str(site / "cert.pem"), V2.fullchain_pem, Role.FULLCHAIN),))
+    only_cert = Plan(files=(File(str(site / "cert.pem"), V2.fullchain_pem, FileRole.FULLCHAIN),))
     with pytest.raises(RecoveryPending, match=r"also covers .*key\.pem"):
         engine.apply(only_cert)
 

@@ -11,12 +11,12 @@ from cryptography import x509
 from certctl.deploy import (
     Engine,
     File,
+    FileRole,
+    Handshake,
     Plan,
     ReloadFailed,
-    Role,
     RollbackFailed,
     ValidateFailed,
-    Verification,
     VerifyFailed,
 )
 from certctl.deploy.metrics import REGISTRY
@@ -46,8 +46,8 @@ class Deployer:
     def plan(self, material: Material) -> Plan:
         return Plan(
             files=(
-                File(str(self.site / "cert.pem"), material.fullchain_pem, Role.FULLCHAIN),
-                File(str(self.site / "key.pem"), material.key_pem, Role.KEY),
+                File(str(self.site / "cert.pem"), material.fullchain_pem, FileRole.FULLCHAIN),
+                File(str(self.site / "key.pem"), material.key_pem, FileRole.KEY),
             ),
             validate=VALIDATE,
             reload=RELOAD,
@@ -113,7 +113,7 @@ def test_a_failed_rollback_counts_also_failed(deployer: Deployer) -> None:
 def test_a_verify_failure_counts_and_rolls_back(deployer: Deployer) -> None:
     deployer.engine.apply(deployer.plan(V1))
 
-    def wrong_certificate(leaf: x509.Certificate) -> Verification:
+    def wrong_certificate(leaf: x509.Certificate) -> Handshake:
         raise VerifyFailed("served SHA-256 0000, deployed ffff")
 
     with pytest.raises(VerifyFailed, match="previous files are in place and reloaded"):

@@ -8,7 +8,7 @@ from cryptography import x509
 
 from certctl.core.model import RevocationReason
 from certctl.pki.ca import random_serial
-from certctl.pki.crl import Revocation, build_crl, reason_flag
+from certctl.pki.crl import RevokedSerial, build_crl, reason_flag
 from certctl.testing.certs import intermediate_ca, root_ca
 
 NOW = datetime(2025, 6, 1, 8, 0, 0, 123_456, tzinfo=UTC)
@@ -28,7 +28,7 @@ CODES = {
 
 def test_crl_lists_every_revocation_with_its_reason_code() -> None:
     revocations = [
-        Revocation(random_serial(), reason, NOW - timedelta(hours=index))
+        RevokedSerial(random_serial(), reason, NOW - timedelta(hours=index))
         for index, reason in enumerate(RevocationReason)
     ]
     der = build_crl(ISSUING, revocations, number=7, now=NOW, lifetime=timedelta(hours=24))

@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from certctl.connectors.issuers import Issuer
+from certctl.connectors.issuers import IssuerConnector
 from certctl.connectors.issuers.local import (
     LOCK,
     ROOT_CERT,
@@ -84,7 +84,7 @@ def test_issued_material_describes_the_certificate(tmp_path: Path) -> None:
 
 
 def test_issue_enforces_the_profile(tmp_path: Path) -> None:
-    ca: Issuer = LocalCA.open(self_signed(tmp_path), NOW)
+    ca: IssuerConnector = LocalCA.open(self_signed(tmp_path), NOW)
     with pytest.raises(ProfileViolation) as caught:
         ca.issue(CSR, replace(DEFAULT_PROFILE, required_san_patterns=(r".*\.internal",)), NOW)
     assert caught.value.rule is Rule.SAN_PATTERNS

@@ -23,6 +23,7 @@ from certctl.server.supervisor import Supervisor
 from certctl.services import agents, jobs, renewal, revocation, stats
 from certctl.services.context import Services
 from certctl.services.issuers import IssuerDefaults, IssuerPool
+from certctl.services.rules import DOMAIN_RULES
 from certctl.store.base import Leadership
 from certctl.store.errors import StoreUnavailable
 from certctl.store.memory import MemoryStore
@@ -107,7 +108,7 @@ async def running(scheduler: Scheduler) -> AsyncIterator[None]:
 async def test_each_loop_runs_at_start_then_on_its_interval(
     autojump_clock: trio.testing.MockClock, ticks: Ticks, tmp_path: Path
 ) -> None:
-    store = MemoryStore()
+    store = MemoryStore(DOMAIN_RULES)
     scheduler = Scheduler(services(store, tmp_path), INTERVALS)
     async with running(scheduler):
         await trio.sleep(95)
@@ -148,7 +149,7 @@ async def test_a_failing_step_is_logged_and_the_loop_goes_on(
     monkeypatch.setattr(jobs, "reap_timeouts", broken)
     scheduler_supervisor = Supervisor()
     scheduler = Scheduler(
-        services(MemoryStore(), tmp_path), INTERVALS, supervisor=scheduler_supervisor
+        services(MemoryStore(DOMAIN_RULES), tmp_path), INTERVALS, supervisor=scheduler_supervisor
     )
     with capture_logs() as logs:
         async with running(scheduler):
@@ -187,7 +188,7 @@ async def test_a_slow_tick_times_out_and_the_ticks_it_covered_are_skipped(
 
     monkeypatch.setattr(jobs, "process_pending", stuck_once)
     with capture_logs() as logs:
-        async with running(Scheduler(services(MemoryStore(), tmp_path), INTERVALS)):
+        async with running(Scheduler(services(MemoryStore(DOMAIN_RULES), tmp_path), INTERVALS)):
             await trio.sleep(145)
     # The job loop's tick timeout is 2 minutes: the timed-out tick is retried a second
     # later, and the ticks due at 10..120 s are skipped.
@@ -206,7 +207,7 @@ async def test_a_slow_tick_times_out_and_the_ticks_it_covered_are_skipped(
 async def test_loops_stop_when_leadership_is_lost_and_resume_when_regained(
     autojump_clock: trio.testing.MockClock, ticks: Ticks, tmp_path: Path
 ) -> None:
-    store = MemoryStore()
+    store = MemoryStore(DOMAIN_RULES)
     scheduler = Scheduler(services(store, tmp_path), INTERVALS)
     with capture_logs() as logs:
         async with running(scheduler):
@@ -235,7 +236,7 @@ class UnreachableOnce(MemoryStore):
     """A store whose first leadership claim finds the database down."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(DOMAIN_RULES)
         self.down = True
 
     @asynccontextmanager
@@ -266,7 +267,7 @@ async def test_the_real_loops_move_jobs_and_agents(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     """No step replaced: a Pending renewal goes to its agent, a silent agent goes Offline."""
-    store = MemoryStore()
+    store = MemoryStore(DOMAIN_RULES)
     await seed(store)
     await store.update_issuer(replace(issuer(), enabled=False))  # no CA key generation here
     await store.create_certificate(certificate(target_ids=("target-1",)))

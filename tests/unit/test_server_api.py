@@ -34,6 +34,7 @@ from server_fixtures import (
 from certctl.pki.csr import build_csr
 from certctl.pki.keys import generate_key
 from certctl.pki.names import SubjectAltNames
+from certctl.services.rules import DOMAIN_RULES
 from certctl.store.errors import StoreUnavailable
 from certctl.store.memory import MemoryStore
 
@@ -114,7 +115,7 @@ class UnreachableStore(MemoryStore):
 
 
 async def test_ready_answers_503_when_the_database_is_unreachable(tmp_path: Path) -> None:
-    store = UnreachableStore(encryption_key="k" * 40)
+    store = UnreachableStore(DOMAIN_RULES, encryption_key="k" * 40)
     async with running_app(make_settings(tmp_path), store) as api:
         response = await api.call("GET", "/ready", headers={})
         body = await assert_error(response, 503)

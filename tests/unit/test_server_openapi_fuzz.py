@@ -6,8 +6,10 @@ the cases go through the quart test client into the real app (auth, schemas, ser
 ``MemoryStore``). Hypothesis runs in a worker thread and sends each case back into the
 trio loop that owns the app, so a failing case is shrunk against the real server.
 
-The property: no response is a 5xx, and every 4xx is the JSON error body
-``{error, message, request_id}`` whose ``request_id`` is the ``X-Request-ID`` header.
+The property: no response is a 5xx, every response conforms to the schema the document
+gives its operation and status (schemathesis' response conformance check), and every 4xx
+is the JSON error body ``{error, message, request_id}`` whose ``request_id`` is the
+``X-Request-ID`` header.
 
 Random ids only ever reach the 404 branch, so each case may swap path ids and the
 reference fields of its body (``owner_id``, ``job_id``, ``target_ids``, ...) for ids of a
@@ -27,9 +29,11 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import schemathesis
 import trio
 from hypothesis import HealthCheck, Phase, given, settings
@@ -251,12 +255,20 @@ async def send(api: Api, request: Request) -> tuple[int, Headers, bytes]:
     return response.status_code, response.headers, await response.get_data()
 
 
-def check(request: Request, status: int, headers: Headers, raw: bytes) -> None:
+def check(op: APIOperation, request: Request, status: int, headers: Headers, raw: bytes) -> None:
     where = (
         f"{request.method} {request.path} body={(request.body or b'')[:500]!r} "
         f"headers={request.headers} -> {status}: {raw[:300]!r}"
     )
     assert status < 500, where
+    answer = httpx.Response(
+        status,
+        headers=list(headers.items()),
+        content=raw,
+        request=httpx.Request(request.method, f"http://localhost{request.path}"),
+    )
+    answer.elapsed = timedelta(0)  # read by schemathesis; no clock is involved here
+    op.validate_response(answer)  # raises, naming the mismatch, if the body breaks the schema
     if status < 400:
         return
     assert headers.get("Content-Type", "").startswith("application/json"), where
@@ -293,7 +305,7 @@ def fuzz_operation(
         tally.sent += 1
         tally.statuses[status] += 1
         tally.per_operation[f"{op.method.upper()} {op.path}"] += 1
-        check(request, status, headers, raw)
+        check(op, request, status, headers, raw)
 
     property_()
 
@@ -337,3 +349,30 @@ async def test_openapi_operations_never_answer_5xx(tmp_path: Path) -> None:
     assert len(tally.per_operation) == len(operations)
     assert tally.sent >= MIN_REQUESTS
     assert all(count >= 2 for count in tally.per_operation.values()), tally.per_operation
+
+
+async def test_every_operation_documents_its_answer_and_its_errors(tmp_path: Path) -> None:
+    """Each operation names the schema of its success body and gives the error body
+    ``{error, message, request_id}`` for each 4xx it lists (and lists at least one)."""
+    async with running_app(make_settings(tmp_path)) as api:
+        spec = await api.ok("GET", "/api/v1/openapi.json")
+    schemas = spec["components"]["schemas"]
+    missing = []
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            where = f"{method.upper()} {path}"
+            answers = operation.get("responses", {})
+            successes = [code for code in answers if code.startswith(("2", "3"))]
+            errors = [code for code in answers if code.startswith("4")]
+            if not successes or not errors:
+                missing.append(f"{where}: answers {sorted(answers)}")
+            for code in successes:
+                media = answers[code].get("content", {}).values()
+                if not any("schema" in one for one in media):
+                    missing.append(f"{where} {code}: no schema")
+            for code in errors:
+                body = answers[code]["content"]["application/json"]["schema"]
+                body = schemas.get(body.get("$ref", "").rsplit("/", 1)[-1], body)
+                if set(body.get("required", ())) != {"error", "message", "request_id"}:
+                    missing.append(f"{where} {code}: not the error body")
+    assert not missing, "\n".join(missing)

@@ -21,6 +21,7 @@ from certctl.server.metrics import BACKGROUND_FAILURES
 from certctl.server.supervisor import UNHEALTHY_AFTER, Supervisor
 from certctl.services import revocation
 from certctl.services.context import Services
+from certctl.services.rules import DOMAIN_RULES
 from certctl.store.errors import StoreError, StoreUnavailable
 from certctl.store.memory import MemoryStore
 
@@ -120,7 +121,7 @@ async def test_ready_names_a_loop_failing_past_its_bound(
     monkeypatch.setattr(audit_log, "FLUSH_EVERY", 0.01)
     settings = make_settings(tmp_path, CERTCTL_RATE_LIMIT_ENABLED="false")
     supervisor = Supervisor(unhealthy_after=0.2)
-    async with running_app(settings, BrokenAudit(), supervisor=supervisor) as api:
+    async with running_app(settings, BrokenAudit(DOMAIN_RULES), supervisor=supervisor) as api:
         await api.call("GET", "/api/v1/certificates")  # one event to flush
         while "audit_flush" not in supervisor.unhealthy():
             await trio.sleep(0.02)
@@ -136,7 +137,7 @@ async def test_a_full_audit_buffer_refuses_new_work_with_retry_after(
 ) -> None:
     monkeypatch.setattr(audit_log, "MAX_PENDING", 3)
     settings = make_settings(tmp_path, CERTCTL_RATE_LIMIT_ENABLED="false")
-    async with running_app(settings, BrokenAudit()) as api:
+    async with running_app(settings, BrokenAudit(DOMAIN_RULES)) as api:
         for _ in range(3):
             await api.call("GET", "/api/v1/certificates")
         refused = await api.call(
@@ -183,7 +184,7 @@ def audit_event(resource_id: str) -> AuditEvent:
 
 
 async def test_an_event_the_database_refuses_does_not_hold_up_the_others() -> None:
-    store = PickyAudit()
+    store = PickyAudit(DOMAIN_RULES)
     buffer = audit_log.AuditBuffer(store)
     for name in ("/a", "/poison", "/b"):
         buffer.add(audit_event(name))
@@ -197,7 +198,7 @@ async def test_an_event_the_database_refuses_does_not_hold_up_the_others() -> No
 
 
 async def test_events_are_escaped_before_they_are_stored() -> None:
-    store = MemoryStore()
+    store = MemoryStore(DOMAIN_RULES)
     buffer = audit_log.AuditBuffer(store)
     event = audit_event("/x\x00y")
     buffer.add(replace(event, details={"note": "a\u202eb", "nested": {"k\x00": ["\x85"]}}))

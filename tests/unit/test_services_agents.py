@@ -21,8 +21,9 @@ from certctl.core.model import (
     VerificationStatus,
 )
 from certctl.pki.pem import load_certificates
+from certctl.protocol import HostFacts, Verification
 from certctl.services import agents, jobs
-from certctl.services.agents import AgentInfo, Verification, key_hash
+from certctl.services.agents import key_hash
 from certctl.services.certificates import split_chain
 from certctl.services.errors import Forbidden, Gone, InvalidInput, StateConflict, Unprocessable
 from certctl.store.base import Store
@@ -39,7 +40,7 @@ async def env(tmp_path: Path) -> ServiceEnv:
 
 async def test_register_returns_the_key_once_and_stores_only_its_hash(env: ServiceEnv) -> None:
     agent, key = await agents.register(
-        env.services, "web-01", AgentInfo(hostname="web-01.example.com", version="0.1.0")
+        env.services, "web-01", HostFacts(hostname="web-01.example.com", version="0.1.0")
     )
 
     assert len(key) >= 40
@@ -53,20 +54,20 @@ async def test_register_returns_the_key_once_and_stores_only_its_hash(env: Servi
     assert await agents.authenticate(env.services, key, agent.id) == agent
 
     # A second registration gets a different key.
-    other, other_key = await agents.register(env.services, "web-02", AgentInfo(hostname="h"))
+    other, other_key = await agents.register(env.services, "web-02", HostFacts(hostname="h"))
     assert other_key != key
     assert other.id != agent.id
 
 
 async def test_register_refuses_a_taken_name_and_blank_fields(env: ServiceEnv) -> None:
-    await agents.register(env.services, "web-01", AgentInfo(hostname="a.example.com"))
+    await agents.register(env.services, "web-01", HostFacts(hostname="a.example.com"))
 
     with pytest.raises(Conflict):
-        await agents.register(env.services, "web-01", AgentInfo(hostname="b.example.com"))
+        await agents.register(env.services, "web-01", HostFacts(hostname="b.example.com"))
     with pytest.raises(InvalidInput):
-        await agents.register(env.services, "  ", AgentInfo(hostname="b.example.com"))
+        await agents.register(env.services, "  ", HostFacts(hostname="b.example.com"))
     with pytest.raises(InvalidInput):
-        await agents.register(env.services, "web-03", AgentInfo(hostname=""))
+        await agents.register(env.services, "web-03", HostFacts(hostname=""))
     assert len(await env.store.list_agents()) == 1
 
 
@@ -92,7 +93,7 @@ async def test_a_retired_agent_is_gone_on_authenticate_and_heartbeat(env: Servic
     with pytest.raises(Gone):
         await agents.authenticate(env.services, web.key, web.agent.id)
     with pytest.raises(Gone):
-        await agents.heartbeat(env.services, web.agent, AgentInfo())
+        await agents.heartbeat(env.services, web.agent, HostFacts())
     assert (await env.store.get_target("target-1")).retired_at is not None
 
 
@@ -113,8 +114,10 @@ async def test_heartbeat_updates_metadata_and_liveness(env: ServiceEnv) -> None:
     assert await agents.update_liveness(env.services) == 1
     assert (await env.store.get_agent(web.agent.id)).status is AgentStatus.OFFLINE
 
-    beat = await agents.heartbeat(env.services, web.agent, AgentInfo(version="0.2.0", os=""))
+    answer = await agents.heartbeat(env.services, web.agent, HostFacts(version="0.2.0", os=""))
 
+    assert (answer.status, answer.server_time) == (AgentStatus.ONLINE, env.clock.now())
+    beat = await env.store.get_agent(web.agent.id)
     assert beat.status is AgentStatus.ONLINE
     assert beat.last_heartbeat_at == env.clock.now()
     assert beat.version == "0.2.0"
@@ -140,11 +143,11 @@ async def test_issuance_and_deployment_end_to_end(env: ServiceEnv) -> None:
 
     # work lists the AwaitingCSR job to the agent owning the targets, and only to it.
     items = await agents.work(env.services, web.agent)
-    assert [(i.job.id, i.job.status) for i in items] == [(issuance_id, JobStatus.AWAITING_CSR)]
-    assert items[0].certificate.common_name == "www.example.com"
+    assert [(i.job_id, i.status) for i in items] == [(issuance_id, JobStatus.AWAITING_CSR)]
+    assert items[0].common_name == "www.example.com"
     assert (items[0].key_algorithm, items[0].key_size) == (KeyAlgorithm.ECDSA, 256)
     assert items[0].target is None
-    assert issuance_id not in [i.job.id for i in await agents.work(env.services, other.agent)]
+    assert issuance_id not in [i.job_id for i in await agents.work(env.services, other.agent)]
 
     # submit the CSR: the job completes, the version is stored, deployments fan out.
     env.clock.advance(timedelta(seconds=5))
@@ -178,27 +181,31 @@ async def test_issuance_and_deployment_end_to_end(env: ServiceEnv) -> None:
     ]
 
     # the other agent claims nothing of it; the owner claims both, with target config.
-    assert [i.job.type for i in await agents.work(env.services, other.agent)] == [
+    assert [i.type for i in await agents.work(env.services, other.agent)] == [
         JobType.ISSUANCE  # its own certificate's, still awaiting its CSR
     ]
     claimed = await agents.work(env.services, web.agent)
-    assert sorted(i.job.id for i in claimed) == sorted(d.id for d in deployments)
-    assert {i.job.status for i in claimed} == {JobStatus.RUNNING}
+    assert sorted(i.job_id for i in claimed) == sorted(d.id for d in deployments)
+    assert {i.status for i in claimed} == {JobStatus.RUNNING}
     by_target = {i.target.id: i for i in claimed if i.target is not None}
-    assert by_target["target-1"].target_config == {
+    assert by_target["target-1"].target.config == {
         "cert_path": "/etc/ssl/a.pem",
         "secret": {"token": "s3"},
     }
-    assert by_target["target-2"].target_config == {}
+    assert by_target["target-2"].target.config == {}
     assert await agents.work(env.services, web.agent) == []  # nothing handed out twice
 
     # the agent fetches its certificate and reports both deployments.
-    fetched_cert, fetched = await agents.certificate(env.services, web.agent, cert_id)
-    assert fetched == version
-    assert fetched_cert.id == cert_id
+    fetched = await agents.certificate(env.services, web.agent, cert_id)
+    assert (fetched.certificate_id, fetched.version_id) == (cert_id, version.id)
+    assert (fetched.serial_number, fetched.not_after) == (version.serial_number, version.not_after)
+    # the leaf and the chain after it, as the newest version holds them
+    assert version.pem_chain.startswith(fetched.cert_pem.strip())
+    assert version.pem_chain.strip().endswith(fetched.chain_pem.strip())
+    assert fetched.cert_pem.count("BEGIN CERTIFICATE") == 1
     env.clock.advance(timedelta(seconds=30))
     deployed_at = env.clock.now()
-    job_1 = by_target["target-1"].job
+    job_1 = await env.store.get_job(by_target["target-1"].job_id)
     done = await agents.report(
         env.services,
         web.agent,
@@ -206,7 +213,7 @@ async def test_issuance_and_deployment_end_to_end(env: ServiceEnv) -> None:
         completed=True,
         error=None,
         verification=Verification(
-            VerificationStatus.SUCCESS, fingerprint=version.fingerprint_sha256
+            status=VerificationStatus.SUCCESS, fingerprint=version.fingerprint_sha256
         ),
     )
     assert done.status is JobStatus.COMPLETED
@@ -275,7 +282,7 @@ async def test_a_csr_with_wrong_names_fails_the_job_and_schedules_a_retry(
     assert (await env.store.get_job(job_id)).status is JobStatus.PENDING
     assert await jobs.process_pending(env.services) == 1
     (item,) = await agents.work(env.services, web.agent)
-    assert (item.job.id, item.job.status) == (job_id, JobStatus.AWAITING_CSR)
+    assert (item.job_id, item.status) == (job_id, JobStatus.AWAITING_CSR)
     completed, _ = await env.issue(web, cert_id)
     assert completed.status is JobStatus.COMPLETED
 
@@ -341,15 +348,15 @@ async def test_an_agent_cannot_act_on_another_agents_jobs_or_certificates(
         await agents.report(
             env.services,
             intruder.agent,
-            running.job.id,
+            running.job_id,
             completed=False,
             error="x",
             verification=None,
         )
-    assert (await env.store.get_job(running.job.id)).status is JobStatus.RUNNING
+    assert (await env.store.get_job(running.job_id)).status is JobStatus.RUNNING
     with pytest.raises(Forbidden):
-        await agents.job_of(env.services, intruder.agent, running.job.id)
-    assert (await agents.job_of(env.services, web.agent, running.job.id)).id == running.job.id
+        await agents.job_of(env.services, intruder.agent, running.job_id)
+    assert (await agents.job_of(env.services, web.agent, running.job_id)).id == running.job_id
     with pytest.raises(Forbidden):
         await agents.certificate(env.services, intruder.agent, cert_id)
     assert await env.audit("certificate_retrieved", cert_id) == ()
@@ -378,9 +385,10 @@ async def test_targets_lists_the_agents_enabled_unretired_targets(env: ServiceEn
     await env.agent("web-02", "target-3")
 
     (only,) = await agents.targets(env.services, web.agent)
-    assert only[0].id == "target-1"
-    assert only[0].config == {}  # the entity never carries the secret ...
-    assert only[1] == {"secret": {"password": "pw"}}  # ... the agent's copy does
+    assert only.id == "target-1"
+    stored = await env.store.get_target("target-1")
+    assert stored.config == {}  # the entity never carries the secret ...
+    assert only.config == {"secret": {"password": "pw"}}  # ... the agent's copy does
 
 
 # -- liveness and the reaper ----------------------------------------------------------
@@ -392,10 +400,10 @@ async def test_a_silent_agent_goes_offline_and_its_running_job_is_reaped(env: Se
     cert_id, _ = await env.certificate("target-1")
     await env.issue(web, cert_id)
     (running,) = await agents.work(env.services, web.agent)
-    assert running.job.status is JobStatus.RUNNING
+    assert running.status is JobStatus.RUNNING
 
     env.clock.advance(env.services.timeouts.agent_offline_after - timedelta(seconds=1))
-    await agents.heartbeat(env.services, live.agent, AgentInfo())
+    await agents.heartbeat(env.services, live.agent, HostFacts())
     assert await agents.update_liveness(env.services) == 0
     assert await agents.reap_lost(env.services) == 0
 
@@ -405,13 +413,13 @@ async def test_a_silent_agent_goes_offline_and_its_running_job_is_reaped(env: Se
     assert (await env.store.get_agent(live.agent.id)).status is AgentStatus.ONLINE
 
     assert await agents.reap_lost(env.services) == 1
-    reaped = await env.store.get_job(running.job.id)
+    reaped = await env.store.get_job(running.job_id)
     assert reaped.status is JobStatus.FAILED
     assert reaped.last_error is not None
     assert web.agent.id in reaped.last_error
     assert reaped.attempts == 1
     assert reaped.next_retry_at is not None
-    assert len(await env.audit("job_offline_agent_reap", running.job.id)) == 1
+    assert len(await env.audit("job_offline_agent_reap", running.job_id)) == 1
     assert await agents.reap_lost(env.services) == 0
 
 
@@ -424,7 +432,7 @@ async def test_running_jobs_of_a_retired_agent_are_reaped(env: ServiceEnv) -> No
     await agents.retire(env.services, OPERATOR, web.agent.id, reason="gone", cascade=True)
     assert await agents.reap_lost(env.services) == 1
 
-    reaped = await env.store.get_job(running.job.id)
+    reaped = await env.store.get_job(running.job_id)
     assert reaped.status is JobStatus.FAILED
     assert reaped.last_error is not None
     assert "retired" in reaped.last_error
@@ -439,28 +447,28 @@ async def test_issuance_flow_on_both_stores(store: Store, tmp_path: Path) -> Non
     intruder = await env.agent("web-02", "target-2")
     cert_id, (job_id,) = await env.certificate("target-1")
 
-    assert [i.job.id for i in await agents.work(env.services, web.agent)] == [job_id]
+    assert [i.job_id for i in await agents.work(env.services, web.agent)] == [job_id]
     assert await agents.work(env.services, intruder.agent) == []
     completed, version = await env.issue(web, cert_id)
     assert completed.status is JobStatus.COMPLETED
     assert (await env.store.get_certificate(cert_id)).expires_at == version.not_after
 
     (item,) = await agents.work(env.services, web.agent)
-    assert (item.job.status, item.target and item.target.id) == (JobStatus.RUNNING, "target-1")
+    assert (item.status, item.target and item.target.id) == (JobStatus.RUNNING, "target-1")
     with pytest.raises(Forbidden):
         await agents.report(
-            env.services, intruder.agent, item.job.id, completed=True, error=None, verification=None
+            env.services, intruder.agent, item.job_id, completed=True, error=None, verification=None
         )
     env.clock.advance(timedelta(seconds=10))
     await agents.report(
         env.services,
         web.agent,
-        item.job.id,
+        item.job_id,
         completed=True,
         error=None,
-        verification=Verification(VerificationStatus.SKIPPED),
+        verification=Verification(status=VerificationStatus.SKIPPED),
     )
-    assert (await env.store.get_job(item.job.id)).verification_status is VerificationStatus.SKIPPED
+    assert (await env.store.get_job(item.job_id)).verification_status is VerificationStatus.SKIPPED
     cert = await env.store.get_certificate(cert_id)
     assert cert.last_deployment_at == env.clock.now()
     assert cert.status is CertificateStatus.ACTIVE

@@ -45,10 +45,10 @@ async def issued(env: ServiceEnv) -> tuple[RegisteredAgent, str]:
 
 async def claim_and_fail(env: ServiceEnv, web: RegisteredAgent, error: str) -> Job:
     (item,) = await agents.work(env.services, web.agent)
-    assert item.job.type is JobType.DEPLOYMENT
-    assert item.job.status is JobStatus.RUNNING
+    assert item.type is JobType.DEPLOYMENT
+    assert item.status is JobStatus.RUNNING
     return await agents.report(
-        env.services, web.agent, item.job.id, completed=False, error=error, verification=None
+        env.services, web.agent, item.job_id, completed=False, error=error, verification=None
     )
 
 
@@ -162,14 +162,14 @@ async def test_process_pending_hands_a_retried_renewal_back_to_the_agent(
     assert await jobs.retry_due(env.services) == 1
     assert (await env.store.get_job(renewal_id)).status is JobStatus.PENDING
     # agents never see a Pending key job; the control plane moves it to AwaitingCSR.
-    assert [i.job.type for i in await agents.work(env.services, web.agent)] == [JobType.DEPLOYMENT]
+    assert [i.type for i in await agents.work(env.services, web.agent)] == [JobType.DEPLOYMENT]
 
     assert await jobs.process_pending(env.services) == 1
 
     pending = await env.store.get_job(renewal_id)
     assert pending.status is JobStatus.AWAITING_CSR
     assert await jobs.process_pending(env.services) == 0
-    assert renewal_id in [i.job.id for i in await agents.work(env.services, web.agent)]
+    assert renewal_id in [i.job_id for i in await agents.work(env.services, web.agent)]
     completed, version = await env.issue(web, cert_id)
     assert completed.id == renewal_id
     assert len(await env.store.list_versions(cert_id)) == 2

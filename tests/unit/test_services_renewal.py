@@ -86,7 +86,7 @@ async def test_scan_renews_a_certificate_inside_its_window_once(tmp_path: Path) 
     assert len(await env.jobs(cert_id, JobType.RENEWAL)) == 1
 
     # the agent answers: a new version, Active again, deployed again.
-    assert job.id in [i.job.id for i in await agents.work(env.services, web.agent)]
+    assert job.id in [i.job_id for i in await agents.work(env.services, web.agent)]
     completed, renewed = await env.issue(web, cert_id)
     assert completed.id == job.id
     assert renewed.not_after > version.not_after

@@ -61,7 +61,7 @@ async def test_summary_counts_certificates_agents_and_jobs(env: ServiceEnv) -> N
     await agents.update_liveness(env.services)
     (item, _) = await agents.work(env.services, web.agent)
     await agents.report(
-        env.services, web.agent, item.job.id, completed=False, error="x", verification=None
+        env.services, web.agent, item.job_id, completed=False, error="x", verification=None
     )
 
     summary = await stats.summary(env.services)

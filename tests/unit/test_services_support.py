@@ -35,10 +35,12 @@ from certctl.core.model import (
 from certctl.pki.csr import build_csr
 from certctl.pki.keys import generate_key
 from certctl.pki.names import SubjectAltNames
+from certctl.protocol import HostFacts
 from certctl.services import agents, certificates
 from certctl.services.certificates import CertificateInput
 from certctl.services.context import Actor, Services
 from certctl.services.issuers import IssuerDefaults, IssuerPool
+from certctl.services.rules import DOMAIN_RULES
 from certctl.store.base import AuditQuery, JobQuery, Store
 from certctl.store.memory import MemoryStore
 
@@ -99,7 +101,7 @@ class ServiceEnv:
     async def build(
         cls, data_dir: Path, store: Store | None = None, **policy_changes: Any
     ) -> ServiceEnv:
-        store = store if store is not None else MemoryStore(encryption_key=PASSPHRASE)
+        store = store if store is not None else MemoryStore(DOMAIN_RULES, encryption_key=PASSPHRASE)
         clock = SettableClock(T0)
         install_root(data_dir)
         services = Services(
@@ -117,7 +119,7 @@ class ServiceEnv:
     async def agent(self, name: str, *targets: str, **target_changes: Any) -> RegisteredAgent:
         """Register agent ``name`` (through the service) owning ``targets``."""
         registered, key = await agents.register(
-            self.services, name, agents.AgentInfo(hostname=f"{name}.example.com")
+            self.services, name, HostFacts(hostname=f"{name}.example.com")
         )
         for target_id in targets:
             await self.store.create_target(

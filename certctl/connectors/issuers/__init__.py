@@ -1,4 +1,4 @@
-"""Issuer connectors: one module per issuer type, all behind the ``Issuer`` protocol.
+"""Issuer connectors: one module per issuer type, all behind the ``IssuerConnector`` protocol.
 
 Issuers receive a PEM CSR (private keys stay on agents) and the profile to enforce, and
 return PEM material plus the identifiers the control plane stores for each version.
@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from certctl.core.model import CertificateProfile, RevocationReason
-from certctl.pki.crl import Revocation
+from certctl.pki.crl import RevokedSerial
 from certctl.pki.names import NO_NAMES, SubjectAltNames
 
 
@@ -29,7 +29,7 @@ class IssuedCertificate:
     not_after: datetime
 
 
-class Issuer(Protocol):
+class IssuerConnector(Protocol):
     def issue(
         self,
         csr_pem: bytes,
@@ -40,6 +40,6 @@ class Issuer(Protocol):
         extra_sans: SubjectAltNames = NO_NAMES,
     ) -> IssuedCertificate: ...
 
-    def revoke(self, serial: str, reason: RevocationReason, now: datetime) -> Revocation: ...
+    def revoke(self, serial: str, reason: RevocationReason, now: datetime) -> RevokedSerial: ...
 
     def crl(self, now: datetime) -> bytes: ...

@@ -38,7 +38,7 @@ from certctl.connectors.issuers import IssuedCertificate
 from certctl.core.model import CertificateProfile, RevocationReason
 from certctl.deploy import write_atomic
 from certctl.pki.ca import CertificateAuthority, format_serial, parse_serial, self_signed_root
-from certctl.pki.crl import Revocation, build_crl
+from certctl.pki.crl import RevokedSerial, build_crl
 from certctl.pki.csr import load_csr
 from certctl.pki.errors import PKIError
 from certctl.pki.keys import ECDSA_P256, SigningKey, generate_key, private_key_pem
@@ -83,7 +83,7 @@ class LocalCAConfig:
 @dataclass(frozen=True, slots=True)
 class _State:
     crl_number: int
-    revocations: tuple[Revocation, ...]
+    revocations: tuple[RevokedSerial, ...]
 
 
 class LocalCA:
@@ -150,7 +150,7 @@ class LocalCA:
             not_after=leaf.not_after,
         )
 
-    def revoke(self, serial: str, reason: RevocationReason, now: datetime) -> Revocation:
+    def revoke(self, serial: str, reason: RevocationReason, now: datetime) -> RevokedSerial:
         """Record a revocation for the next CRL; revoking twice keeps the first record."""
         number = parse_serial(serial)
         with _locked(self._lock_path):
@@ -158,7 +158,7 @@ class LocalCA:
             for existing in state.revocations:
                 if existing.serial == number:
                     return existing
-            revocation = Revocation(serial=number, reason=reason, revoked_at=now)
+            revocation = RevokedSerial(serial=number, reason=reason, revoked_at=now)
             self._write_state(replace(state, revocations=(*state.revocations, revocation)))
         return revocation
 
@@ -188,7 +188,7 @@ class LocalCA:
             state = _State(
                 crl_number=int(document["crl_number"]),
                 revocations=tuple(
-                    Revocation(
+                    RevokedSerial(
                         serial=parse_serial(entry["serial"]),
                         reason=RevocationReason(entry["reason"]),
                         revoked_at=datetime.fromisoformat(entry["revoked_at"]),

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from certctl.connectors.targets.fields import Address, Duration, HostPort
 from certctl.core.backoff import Backoff
+from certctl.core.errors import CertctlError
 from certctl.core.model import TargetType
 from certctl.deploy import (
     Command,
@@ -59,7 +60,7 @@ from certctl.pki.pem import load_certificates
 DEFAULT_COMMAND_TIMEOUT = "60s"
 
 
-class TargetConfigInvalid(ValueError):
+class TargetConfigInvalid(CertctlError, ValueError):
     """A target config that does not validate; the message names the field and the fix."""
 
 

@@ -24,7 +24,7 @@ from certctl.connectors.targets.base import Material
 from certctl.connectors.targets.fields import Account, CommandLine, FileMode, FileName
 from certctl.connectors.targets.local import CertDir, CertDirConfig
 from certctl.core.model import TargetType
-from certctl.deploy import Command, File, Role
+from certctl.deploy import Command, File, FileRole
 
 SDS_RESOURCE_NAME = "server_cert"
 SDS_RESOURCE_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
@@ -51,11 +51,11 @@ class Envoy(CertDir[EnvoyConfig]):
         files = list(super().files(material))
         if config.chain_file is not None and material.chain:
             files.append(
-                config.file("chain", self.path(config.chain_file), material.chain, Role.CHAIN)
+                config.file("chain", self.path(config.chain_file), material.chain, FileRole.CHAIN)
             )
         if config.sds_config:
             files.append(
-                config.file("cert", self.path(config.sds_file), self.sds_json(), Role.OTHER)
+                config.file("cert", self.path(config.sds_file), self.sds_json(), FileRole.OTHER)
             )
         return tuple(files)
 

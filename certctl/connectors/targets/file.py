@@ -26,7 +26,7 @@ from certctl.connectors.targets.base import Connector, Material
 from certctl.connectors.targets.fields import AbsolutePath, Account, CommandLine, FileMode
 from certctl.connectors.targets.local import FileSettings, leaf_file
 from certctl.core.model import TargetType
-from certctl.deploy import Command, Endpoint, File, FileDefaults, Role
+from certctl.deploy import Command, Endpoint, File, FileDefaults, FileRole
 
 KEY_MODE = 0o600
 CERT_MODE = 0o644
@@ -73,12 +73,12 @@ class FileTarget(Connector[FileConfig]):
         chain_elsewhere = config.chain_path is not None or config.fullchain_path is not None
         files = [
             leaf_file(config, config.cert_path, material, with_chain=not chain_elsewhere),
-            config.file("key", config.key_path, material.key, Role.KEY, KEY_MODE),
+            config.file("key", config.key_path, material.key, FileRole.KEY, KEY_MODE),
         ]
         if config.chain_path is not None and material.chain:
-            files.append(config.file("chain", config.chain_path, material.chain, Role.CHAIN))
+            files.append(config.file("chain", config.chain_path, material.chain, FileRole.CHAIN))
         if config.fullchain_path is not None:
-            role = Role.FULLCHAIN if material.chain else Role.CERT
+            role = FileRole.FULLCHAIN if material.chain else FileRole.CERT
             files.append(config.file("fullchain", config.fullchain_path, material.fullchain, role))
         return tuple(files)
 

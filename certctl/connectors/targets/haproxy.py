@@ -21,7 +21,7 @@ from certctl.connectors.targets.base import (
 from certctl.connectors.targets.fields import AbsolutePath, Account, CommandLine, FileMode, Program
 from certctl.connectors.targets.local import OwnedFiles
 from certctl.core.model import TargetType
-from certctl.deploy import Command, File, FileDefaults, Role
+from certctl.deploy import Command, File, FileDefaults, FileRole
 
 PEM_MODE = 0o600
 
@@ -44,7 +44,7 @@ class HAProxy(Connector[HAProxyConfig]):
 
     def files(self, material: Material) -> tuple[File, ...]:
         config = self.config
-        return (config.file("pem", config.pem_path, material.combined, Role.COMBINED),)
+        return (config.file("pem", config.pem_path, material.combined, FileRole.COMBINED),)
 
     def defaults(self) -> FileDefaults:
         return service_defaults(PEM_MODE, ("haproxy",))

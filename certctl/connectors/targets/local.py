@@ -23,7 +23,7 @@ from certctl.connectors.targets.fields import (
     FileMode,
     FileName,
 )
-from certctl.deploy import Command, File, FileDefaults, Role
+from certctl.deploy import Command, File, FileDefaults, FileRole
 
 
 class OwnedFiles(TargetConfig):
@@ -46,7 +46,9 @@ class OwnedFiles(TargetConfig):
                 )
         return self
 
-    def file(self, name: str, path: str, data: bytes, role: Role, mode: int | None = None) -> File:
+    def file(
+        self, name: str, path: str, data: bytes, role: FileRole, mode: int | None = None
+    ) -> File:
         """The ``name`` file at ``path``; a configured mode beats the connector's ``mode``."""
         configured: Any = getattr(self, f"{name}_file_mode")
         return File(
@@ -73,8 +75,8 @@ class FileSettings(OwnedFiles):
 def leaf_file(settings: FileSettings, path: str, material: Material, with_chain: bool) -> File:
     """The certificate file: the leaf, followed by its chain when ``with_chain``."""
     if with_chain and material.chain:
-        return settings.file("cert", path, material.fullchain, Role.FULLCHAIN)
-    return settings.file("cert", path, material.cert, Role.CERT)
+        return settings.file("cert", path, material.fullchain, FileRole.FULLCHAIN)
+    return settings.file("cert", path, material.cert, FileRole.CERT)
 
 
 class LocalFilesConfig(FileSettings):
@@ -120,10 +122,10 @@ class LocalFiles(Connector[LC]):
         separate_chain = config.chain_path is not None and bool(material.chain)
         files = [
             leaf_file(config, config.cert_path, material, with_chain=not separate_chain),
-            config.file("key", config.key_path, material.key, Role.KEY, self.key_mode),
+            config.file("key", config.key_path, material.key, FileRole.KEY, self.key_mode),
         ]
         if separate_chain and config.chain_path is not None:
-            files.append(config.file("chain", config.chain_path, material.chain, Role.CHAIN))
+            files.append(config.file("chain", config.chain_path, material.chain, FileRole.CHAIN))
         return tuple(files)
 
     def defaults(self) -> FileDefaults:
@@ -156,7 +158,7 @@ class CertDir(Connector[DC]):
         config = self.config
         return (
             leaf_file(config, self.path(config.cert_file), material, with_chain=True),
-            config.file("key", self.path(config.key_file), material.key, Role.KEY),
+            config.file("key", self.path(config.key_file), material.key, FileRole.KEY),
         )
 
     def path(self, name: str) -> str:

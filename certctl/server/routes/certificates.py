@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 from quart import Blueprint
-from quart.wrappers import Response
 from quart_schema import validate_querystring, validate_request
 
-from certctl.server.routes.common import actor, page, reply
+from certctl.core.model import CertificateVersion, ManagedCertificate
+from certctl.server.routes.common import Answer, actor, answers, page
 from certctl.server.schemas import (
     CertificateCreate,
+    CertificateCreated,
     CertificateListQuery,
     CertificateUpdate,
     Deploy,
+    Items,
+    JobId,
+    JobIds,
+    PageOf,
     Renew,
     Revoke,
 )
 from certctl.server.state import services
 from certctl.services import certificates, revocation
-from certctl.services.certificates import CertificateInput, split_chain
-from certctl.store.base import CertificateQuery
+from certctl.services.certificates import CertificateInput
 
 blueprint = Blueprint("certificates", __name__, url_prefix="/api/v1/certificates")
-Reply = tuple[Response, int]
 
 
 def _input(data: CertificateCreate | CertificateUpdate) -> CertificateInput:
@@ -29,82 +32,80 @@ def _input(data: CertificateCreate | CertificateUpdate) -> CertificateInput:
 
 
 @blueprint.post("")
+@answers(CertificateCreated, 201, errors=(404, 409))
 @validate_request(CertificateCreate)
-async def create(data: CertificateCreate) -> Reply:
+async def create(data: CertificateCreate) -> Answer:
     cert, jobs = await certificates.create(services(), actor(), _input(data))
-    return reply({"certificate": cert, "job_ids": jobs}, 201)
+    return {"certificate": cert, "job_ids": jobs}, 201
 
 
 @blueprint.get("")
+@answers(PageOf[ManagedCertificate])
 @validate_querystring(CertificateListQuery)
-async def list_(query_args: CertificateListQuery) -> Reply:
-    query = CertificateQuery(
-        statuses=frozenset(query_args.status) if query_args.status else None,
+async def list_(query_args: CertificateListQuery) -> Answer:
+    found = await certificates.list_certificates(
+        services(),
+        statuses=query_args.status,
         owner_id=query_args.owner_id,
         team_id=query_args.team_id,
         environment=query_args.environment,
         issuer_id=query_args.issuer_id,
         expiring_before=query_args.expiring_before,
+        limit=query_args.limit,
+        cursor=query_args.cursor,
     )
-    return page(
-        await services().store.list_certificates(
-            query, limit=query_args.limit, cursor=query_args.cursor
-        )
-    )
+    return page(found), 200
 
 
 @blueprint.get("/<cert_id>")
-async def get(cert_id: str) -> Reply:
-    return reply(await services().store.get_certificate(cert_id))
+@answers(ManagedCertificate, errors=(404,))
+async def get(cert_id: str) -> Answer:
+    return await certificates.get_certificate(services(), cert_id), 200
 
 
 @blueprint.put("/<cert_id>")
+@answers(ManagedCertificate, errors=(404, 409))
 @validate_request(CertificateUpdate)
-async def update(cert_id: str, data: CertificateUpdate) -> Reply:
-    return reply(await certificates.update(services(), actor(), cert_id, _input(data)))
+async def update(cert_id: str, data: CertificateUpdate) -> Answer:
+    return await certificates.update(services(), actor(), cert_id, _input(data)), 200
 
 
 @blueprint.delete("/<cert_id>")
-async def archive(cert_id: str) -> Reply:
-    return reply(await certificates.archive(services(), actor(), cert_id))
+@answers(ManagedCertificate, errors=(404, 409))
+async def archive(cert_id: str) -> Answer:
+    return await certificates.archive(services(), actor(), cert_id), 200
 
 
 @blueprint.get("/<cert_id>/versions")
-async def versions(cert_id: str) -> Reply:
-    await services().store.get_certificate(cert_id)
-    return reply({"items": await services().store.list_versions(cert_id)})
+@answers(Items[CertificateVersion], errors=(404,))
+async def versions(cert_id: str) -> Answer:
+    return {"items": await certificates.list_versions(services(), cert_id)}, 200
 
 
 @blueprint.post("/<cert_id>/renew")
+@answers(JobId, 202, errors=(404, 409))
 @validate_request(Renew)
-async def renew(cert_id: str, data: Renew) -> Reply:
+async def renew(cert_id: str, data: Renew) -> Answer:
     job_id = await certificates.renew(services(), actor(), cert_id, force=data.force)
-    return reply({"job_id": job_id}, 202)
+    return {"job_id": job_id}, 202
 
 
 @blueprint.post("/<cert_id>/deploy")
+@answers(JobIds, 202, errors=(404, 409))
 @validate_request(Deploy)
-async def deploy(cert_id: str, data: Deploy) -> Reply:
+async def deploy(cert_id: str, data: Deploy) -> Answer:
     jobs = await certificates.deploy(services(), actor(), cert_id, target_id=data.target_id)
-    return reply({"job_ids": jobs}, 202)
+    return {"job_ids": jobs}, 202
 
 
 @blueprint.post("/<cert_id>/revoke")
+@answers(ManagedCertificate, errors=(404, 409))
 @validate_request(Revoke)
-async def revoke(cert_id: str, data: Revoke) -> Reply:
-    return reply(await revocation.revoke(services(), actor(), cert_id, data.reason))
+async def revoke(cert_id: str, data: Revoke) -> Answer:
+    return await revocation.revoke(services(), actor(), cert_id, data.reason), 200
 
 
 @blueprint.get("/<cert_id>/export/pem")
-async def export_pem(cert_id: str) -> Reply:
-    latest = await certificates.newest_version(services(), cert_id)
-    leaf, chain = split_chain(latest.pem_chain)
-    return reply(
-        {
-            "certificate_id": cert_id,
-            "version_id": latest.id,
-            "cert_pem": leaf,
-            "chain_pem": chain,
-            "full_pem": latest.pem_chain,
-        }
-    )
+@answers(certificates.PemExport, errors=(404,))
+async def export_pem(cert_id: str) -> Answer:
+    return await certificates.export_pem(services(), cert_id), 200

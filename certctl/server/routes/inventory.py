@@ -1,222 +1,126 @@
-"""Configuration resources with the same five routes each: list, create, get, replace,
-delete. One ``Resource`` description per kind drives all of them, so the routes of the
-six kinds cannot drift apart (validation, audit, status codes)."""
+"""Configuration resources with the same routes each: list, create, get, replace and
+(except targets) delete. One ``Resource`` row per kind names its schemas and its service
+functions, so the routes of the six kinds cannot drift apart (validation, audit, status
+codes); ids, entities and audit events are the services' business."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 from quart import Blueprint
-from quart.wrappers import Response
 from quart_schema import validate_request
 
-from certctl.core.model import (
-    CertificateProfile,
-    Issuer,
-    KeyRule,
-    Owner,
-    RenewalPolicy,
-    Target,
-    Team,
-)
-from certctl.server.routes.common import actor, reply
+from certctl.core.model import CertificateProfile, Owner, RenewalPolicy, Team
+from certctl.server.routes.common import Answer, actor, answers
 from certctl.server.schemas import (
+    Deleted,
     IssuerIn,
+    IssuerOut,
+    Items,
     OwnerIn,
     PolicyIn,
     ProfileIn,
     TargetIn,
+    TargetOut,
     TargetUpdate,
     TeamIn,
 )
 from certctl.server.state import services
-from certctl.services import inventory
-from certctl.services.context import Services
-from certctl.services.errors import InvalidInput
-from certctl.store.base import Store
+from certctl.services import inventory as inv
 
 blueprint = Blueprint("inventory", __name__, url_prefix="/api/v1")
-Reply = tuple[Response, int]
-Build = Callable[[Any, str, datetime, Any], Any]
-Check = Callable[[Services, Any], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
 class Resource:
-    kind: str
+    """One kind: its path, schemas, how a body becomes the service's input, and the
+    service's use cases (``delete`` is ``None`` for kinds that are never deleted)."""
+
     path: str
-    prefix: str
+    shown_as: Any
     create_model: type[BaseModel]
     update_model: type[BaseModel]
-    build: Build
-    store_name: str
-    plural: str
-    check: Check | None = None
-    deletable: bool = True
+    create_input: Callable[[Any], Any]
+    update_input: Callable[[Any], Any]
+    list_: Callable[..., Awaitable[Sequence[Any]]]
+    create: Callable[..., Awaitable[Any]]
+    get: Callable[..., Awaitable[Any]]
+    update: Callable[..., Awaitable[Any]]
+    delete: Callable[..., Awaitable[None]] | None
 
 
-def _team(data: TeamIn, entity_id: str, now: datetime, old: Team | None) -> Team:
-    return Team(entity_id, data.name, old.created_at if old else now, now, data.description)
+def _fields(cls: Callable[..., Any]) -> Callable[[BaseModel], Any]:
+    """The service input from a parsed body, field for field (nested models kept)."""
+    return lambda data: cls(**dict(data))
 
 
-def _owner(data: OwnerIn, entity_id: str, now: datetime, old: Owner | None) -> Owner:
-    return Owner(entity_id, data.name, data.email, data.team_id)
-
-
-def _policy(data: PolicyIn, entity_id: str, now: datetime, old: RenewalPolicy | None) -> Any:
-    return RenewalPolicy(id=entity_id, **_tuples(data.model_dump(exclude={"id"})))
-
-
-def _profile(data: ProfileIn, entity_id: str, now: datetime, old: object) -> CertificateProfile:
-    fields: dict[str, Any] = data.model_dump(exclude={"id", "allowed_key_algorithms"})
-    return CertificateProfile(
-        id=entity_id,
-        allowed_key_algorithms=tuple(
-            KeyRule(r.algorithm, r.min_size) for r in data.allowed_key_algorithms
-        ),
-        **_tuples(fields),
-    )
-
-
-def _tuples(fields: dict[str, Any]) -> dict[str, Any]:
-    """Entities hold tuples where pydantic gives lists (they are frozen and hashable)."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-
-
-def _issuer(data: IssuerIn, entity_id: str, now: datetime, old: object) -> Issuer:
-    return Issuer(entity_id, data.name, data.type, data.config, data.enabled)  # type: ignore[arg-type]
-
-
-def _target(
-    data: TargetIn | TargetUpdate, entity_id: str, now: datetime, old: Target | None
-) -> Target:
-    if old is not None:
-        # ``null`` on update means "leave as is", as for certificates: a ``None`` name,
-        # config or enabled flag must never reach the stored target.
-        changes = {k: v for k, v in data.model_dump(exclude_unset=True).items() if v is not None}
-        return replace(old, **changes)
-    assert isinstance(data, TargetIn)
-    return Target(entity_id, data.name, data.type, data.agent_id, data.config, data.enabled)  # type: ignore[arg-type]
-
-
-async def _check_issuer(services: Services, issuer: Issuer) -> None:
-    inventory.check_issuer(services, issuer)
-
-
-async def _check_target(services: Services, target: Target) -> None:
-    inventory.check_target_config(target)
-    await inventory.check_target_agent(services, target)
+def _changes(data: BaseModel) -> inv.TargetChanges:
+    return inv.TargetChanges(**data.model_dump(exclude_unset=True))
 
 
 RESOURCES: Sequence[Resource] = (
-    Resource("team", "teams", "team", TeamIn, TeamIn, _team, "team", "teams"),
-    Resource("owner", "owners", "owner", OwnerIn, OwnerIn, _owner, "owner", "owners"),
     Resource(
-        "renewal_policy",
-        "renewal-policies",
-        "rp",
-        PolicyIn,
-        PolicyIn,
-        _policy,
-        "policy",
-        "policies",
-    ),
-    Resource("profile", "profiles", "prof", ProfileIn, ProfileIn, _profile, "profile", "profiles"),
-    Resource(
-        "issuer",
-        "issuers",
-        "iss",
-        IssuerIn,
-        IssuerIn,
-        _issuer,
-        "issuer",
-        "issuers",
-        _check_issuer,
+        "teams", Team, TeamIn, TeamIn, _fields(inv.TeamInput), _fields(inv.TeamInput),
+        inv.list_teams, inv.create_team, inv.get_team, inv.update_team, inv.delete_team,
     ),
     Resource(
-        "target",
-        "targets",
-        "target",
-        TargetIn,
-        TargetUpdate,
-        _target,
-        "target",
-        "targets",
-        _check_target,
-        deletable=False,
+        "owners", Owner, OwnerIn, OwnerIn, _fields(inv.OwnerInput), _fields(inv.OwnerInput),
+        inv.list_owners, inv.create_owner, inv.get_owner, inv.update_owner, inv.delete_owner,
     ),
-)
-
-
-def _op(store: Store, verb: str, resource: Resource) -> Callable[..., Awaitable[Any]]:
-    name = resource.plural if verb == "list" else resource.store_name
-    op: Callable[..., Awaitable[Any]] = getattr(store, f"{verb}_{name}")
-    return op
+    Resource(
+        "renewal-policies", RenewalPolicy, PolicyIn, PolicyIn,
+        _fields(inv.PolicyInput), _fields(inv.PolicyInput),
+        inv.list_policies, inv.create_policy, inv.get_policy, inv.update_policy,
+        inv.delete_policy,
+    ),
+    Resource(
+        "profiles", CertificateProfile, ProfileIn, ProfileIn,
+        _fields(inv.ProfileInput), _fields(inv.ProfileInput),
+        inv.list_profiles, inv.create_profile, inv.get_profile, inv.update_profile,
+        inv.delete_profile,
+    ),
+    Resource(
+        "issuers", IssuerOut, IssuerIn, IssuerIn,
+        _fields(inv.IssuerInput), _fields(inv.IssuerInput),
+        inv.list_issuers, inv.create_issuer, inv.get_issuer, inv.update_issuer,
+        inv.delete_issuer,
+    ),
+    Resource(
+        "targets", TargetOut, TargetIn, TargetUpdate, _fields(inv.TargetInput), _changes,
+        inv.list_targets, inv.create_target, inv.get_target, inv.update_target, None,
+    ),
+)  # fmt: skip
 
 
 def _register(resource: Resource) -> None:
     base = f"/{resource.path}"
-
-    async def save(svc: Services, entity: Any, entity_id: str, verb: str, action: str) -> Any:
-        """Check the entity as its kind requires, then write it with its audit event."""
-        if resource.check is not None:
-            await resource.check(svc, entity)
-        return await inventory.write(
-            svc,
-            actor(),
-            _op(svc.store, verb, resource),
-            entity,
-            kind=resource.kind,
-            entity_id=entity_id,
-            action=action,
-        )
-
-    async def list_all() -> Reply:
-        return reply({"items": await _op(services().store, "list", resource)()})
-
-    async def create(data: Any) -> Reply:
-        svc = services()
-        entity_id = getattr(data, "id", None) or svc.new_id(resource.prefix)
-        entity = resource.build(data, entity_id, svc.now(), None)
-        return reply(await save(svc, entity, entity_id, "create", "created"), 201)
-
-    async def get(entity_id: str) -> Reply:
-        return reply(await _op(services().store, "get", resource)(entity_id))
-
-    async def update(entity_id: str, data: Any) -> Reply:
-        svc = services()
-        body_id = getattr(data, "id", None)
-        if body_id not in (None, entity_id):
-            raise InvalidInput(f"id {body_id!r} in the body differs from the path; drop it.")
-        old = await _op(svc.store, "get", resource)(entity_id)
-        entity = resource.build(data, entity_id, svc.now(), old)
-        return reply(await save(svc, entity, entity_id, "update", "updated"))
-
-    async def delete(entity_id: str) -> Reply:
-        svc = services()
-        await inventory.write(
-            svc,
-            actor(),
-            _op(svc.store, "delete", resource),
-            entity_id,
-            kind=resource.kind,
-            entity_id=entity_id,
-            action="deleted",
-        )
-        return reply({"deleted": entity_id})
-
     endpoint = resource.path.replace("-", "_")
+
+    @answers(Items[resource.shown_as])  # type: ignore[name-defined]
+    async def list_all() -> Answer:
+        return {"items": await resource.list_(services())}, 200
+
+    @answers(resource.shown_as, 201, errors=(404, 409))
+    async def create(data: BaseModel) -> Answer:
+        return await resource.create(services(), actor(), resource.create_input(data)), 201
+
+    @answers(resource.shown_as, errors=(404,))
+    async def get(entity_id: str) -> Answer:
+        return await resource.get(services(), entity_id), 200
+
+    @answers(resource.shown_as, errors=(404, 409))
+    async def update(entity_id: str, data: BaseModel) -> Answer:
+        changed = await resource.update(services(), actor(), entity_id, resource.update_input(data))
+        return changed, 200
+
     blueprint.add_url_rule(base, f"list_{endpoint}", list_all, methods=["GET"])
     blueprint.add_url_rule(
-        base,
-        f"create_{endpoint}",
-        validate_request(resource.create_model)(create),
+        base, f"create_{endpoint}", validate_request(resource.create_model)(create),
         methods=["POST"],
-    )
+    )  # fmt: skip
     blueprint.add_url_rule(f"{base}/<entity_id>", f"get_{endpoint}", get, methods=["GET"])
     blueprint.add_url_rule(
         f"{base}/<entity_id>",
@@ -224,7 +128,14 @@ def _register(resource: Resource) -> None:
         validate_request(resource.update_model)(update),
         methods=["PUT"],
     )
-    if resource.deletable:
+    if resource.delete is not None:
+        remove = resource.delete
+
+        @answers(Deleted, errors=(404, 409))
+        async def delete(entity_id: str) -> Answer:
+            await remove(services(), actor(), entity_id)
+            return {"deleted": entity_id}, 200
+
         blueprint.add_url_rule(
             f"{base}/<entity_id>", f"delete_{endpoint}", delete, methods=["DELETE"]
         )

@@ -9,29 +9,30 @@ from werkzeug.http import unquote_etag
 
 from certctl.server.errors import error_response
 from certctl.server.metrics import HTTP_REGISTRY
-from certctl.server.routes.common import actor, reply
+from certctl.server.routes.common import AUTHENTICATED, Answer, actor, answers, document
+from certctl.server.schemas import AuthCheck, CRLDocument, PrometheusText, Readiness, Status
 from certctl.server.state import services, state
 from certctl.services import revocation, stats
 from certctl.services.metrics import REGISTRY
-from certctl.store.errors import StoreUnavailable
+from certctl.services.stats import Summary
 
 blueprint = Blueprint("system", __name__)
-Reply = tuple[Response, int]
 
 
 @blueprint.get("/health")
-async def health() -> Reply:
-    return reply({"status": "healthy"})
+@answers(Status, errors=(400,), public=True)
+async def health() -> Answer:
+    return {"status": "healthy"}, 200
 
 
 @blueprint.get("/ready")
-async def ready() -> Reply | Response:
+@answers(Readiness, errors=(400, 503), public=True)
+async def ready() -> Answer | Response:
     """200 only while the database answers, no background loop has been failing for
     longer than its bound, and the audit buffer takes events."""
-    try:
-        await services().store.ready()
-    except StoreUnavailable as exc:
-        return error_response(503, str(exc), code="not_ready")
+    problem = await stats.database_problem(services())
+    if problem is not None:
+        return error_response(503, problem, code="not_ready")
     server = state()
     failing = server.supervisor.unhealthy()
     if failing:
@@ -45,10 +46,12 @@ async def ready() -> Reply | Response:
         return error_response(
             503, "the audit buffer is full; audit rows are not being written.", code="not_ready"
         )
-    return reply({"status": "ready", "database": "reachable"})
+    return {"status": "ready", "database": "reachable"}, 200
 
 
 @blueprint.get("/.well-known/pki/crl/<issuer_id>")
+@document(CRLDocument, errors=(400, 404))
+@document(CRLDocument, 304)
 async def crl(issuer_id: str) -> Response:
     current = await revocation.crl(services(), issuer_id)
     # ``if_none_match`` holds unquoted tags, and If-None-Match compares weakly.
@@ -62,6 +65,7 @@ async def crl(issuer_id: str) -> Response:
 
 
 @blueprint.get("/metrics")
+@document(PrometheusText, errors=AUTHENTICATED)
 async def metrics() -> Response:
     await stats.summary(services())
     body = generate_latest(REGISTRY) + generate_latest(HTTP_REGISTRY)
@@ -69,11 +73,13 @@ async def metrics() -> Response:
 
 
 @blueprint.get("/api/v1/stats/summary")
-async def summary() -> Reply:
-    return reply(await stats.summary(services()))
+@answers(Summary)
+async def summary() -> Answer:
+    return await stats.summary(services()), 200
 
 
 @blueprint.get("/api/v1/auth/check")
-async def auth_check() -> Reply:
+@answers(AuthCheck)
+async def auth_check() -> Answer:
     who = actor()
-    return reply({"status": "authenticated", "user": who.name, "role": who.role})
+    return {"status": "authenticated", "user": who.name, "role": who.role}, 200

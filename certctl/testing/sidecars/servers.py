@@ -1,63 +1,67 @@
-"""Real servers to deploy to: one ``Sidecar`` interface, two launchers.
+"""What each sidecar server is, and the ``Sidecar`` interface its launchers implement.
 
-``launch(name, material)`` starts the named server serving ``material`` and yields a
-``Sidecar``: in a container (testcontainers) when a Docker engine answers, otherwise as a
-local process from the distribution's package, with its own config, pid files, logs and
-queues under a fresh temporary prefix and on free loopback ports, so the host's own
-instance (if any) and its configuration are never read or touched. Configs are the
-templates in ``containers/sidecars/`` (see the README there).
+A ``Server`` is one server type: its Debian package, its image, its ports, how to start,
+reload and validate it (as a local process and in its container) and the connector config
+that deploys to its files. A ``Sidecar`` is one of them running, whichever launcher
+started it (``certctl.testing.sidecars.launchers``): where it listens, which files it
+serves, and what a client sees (``served``, by ``probes.served_leaf``).
 
-The sidecar lays out its initial files with the connector's own plan, so the files the
-server starts with are exactly the ones a deploy replaces. ``served`` fetches the leaf
-with the standard library's ``ssl`` (and ``smtplib``/``imaplib`` for STARTTLS): a check
-that shares no code with the connector's verifier it is used to judge.
+Configs are rendered from the templates in ``templates/<server>/`` (see the README
+there), read with ``importlib.resources``: they are package data, so the harness works
+from an installed wheel as from a checkout. The sidecar lays out its initial files with
+the connector's own plan, so the files the server starts with are exactly the ones a
+deploy replaces.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import imaplib
-import importlib.util
+import importlib.resources
 import os
 import re
 import shutil
-import signal
-import smtplib
-import socket
-import ssl
-import subprocess
-import tempfile
 import time
-import urllib.parse
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, ClassVar
 
-import psutil
-import trio
 from cryptography import x509
 
 from certctl.connectors.targets.registry import load_connector
+from certctl.core.errors import CertctlError
 from certctl.core.model import TargetType
 from certctl.deploy import Command, Endpoint
 from certctl.pki.pem import fingerprint_sha256
 from certctl.testing import haproxy_reload
 from certctl.testing.scripts import executable
+from certctl.testing.sidecars.probes import PROBE_ERRORS, StartTLS, served_leaf
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "containers" / "sidecars"
+__all__ = [
+    "FAST_VERIFY",
+    "SERVERS",
+    "START_TIMEOUT",
+    "TEMPLATES",
+    "Commands",
+    "Place",
+    "Server",
+    "Sidecar",
+    "SidecarFailed",
+    "SidecarUnavailable",
+    "render_templates",
+    "substitute",
+]
+
+TEMPLATES: Traversable = importlib.resources.files("certctl.testing.sidecars") / "templates"
 START_TIMEOUT = 20.0
-STOP_TIMEOUT = 10.0
-StartTLS = Literal["smtp", "imap"]
 
 
-class SidecarUnavailable(Exception):
+class SidecarUnavailable(CertctlError):
     """The server cannot run here; the message is the exact command that fixes it."""
 
 
-class SidecarFailed(Exception):
+class SidecarFailed(CertctlError):
     """The server did not start or stop; the message carries its log."""
 
 
@@ -161,7 +165,7 @@ class Nginx(Server):
     package = "nginx"
     binary = "nginx"
     image = "nginx:1.27-alpine"
-    settled_children = 1  # worker_processes in containers/sidecars/nginx/nginx.conf
+    settled_children = 1  # worker_processes in templates/nginx/nginx.conf
 
     def local(self, place: Place) -> Commands:
         base = (self.binary, "-p", place.run, "-e", place.log, "-c", f"{place.conf}/nginx.conf")
@@ -469,7 +473,7 @@ class Sidecar(ABC):
                 self.served(timeout=2.0)
                 if self.starttls_endpoint is not None:
                     self.served(starttls=True, timeout=2.0)
-            except (OSError, smtplib.SMTPException, imaplib.IMAP4.error) as exc:
+            except PROBE_ERRORS as exc:
                 if time.monotonic() > deadline:
                     raise SidecarFailed(
                         f"{self.name} did not serve TLS within {START_TIMEOUT:g} s ({exc}); "
@@ -498,340 +502,39 @@ _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
 def render_templates(name: str, conf_dir: Path, cert_dir: Path, place: Place) -> None:
-    """Render ``containers/sidecars/<name>/`` into ``conf_dir`` (``certs/`` into ``cert_dir``)."""
+    """Render ``templates/<name>/`` into ``conf_dir`` (``certs/`` into ``cert_dir``)."""
     values = place.values()
-    source_dir = TEMPLATES / name
-    for source in sorted(p for p in source_dir.rglob("*") if p.is_file()):
-        relative = source.relative_to(source_dir)
-        if relative.parts[0] == "certs":
-            target = cert_dir.joinpath(*relative.parts[1:])
+    for relative, source in _template_files(TEMPLATES / name, ()):
+        if relative[0] == "certs":
+            target = cert_dir.joinpath(*relative[1:])
         else:
-            target = conf_dir / relative
+            target = conf_dir.joinpath(*relative)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(substitute(source.read_text(), values, source))
+        target.write_text(substitute(source.read_text(encoding="utf-8"), values, source))
 
 
-def substitute(text: str, values: Mapping[str, str], source: Path) -> str:
+def _template_files(
+    folder: Traversable, parents: tuple[str, ...]
+) -> Iterator[tuple[tuple[str, ...], Traversable]]:
+    """``(relative parts, file)`` under ``folder``, in name order (``Traversable`` has no
+    ``rglob``: a wheel's resources need not be a directory tree on disk)."""
+    for entry in sorted(folder.iterdir(), key=lambda item: item.name):
+        if entry.is_dir():
+            yield from _template_files(entry, (*parents, entry.name))
+        elif entry.is_file():
+            yield (*parents, entry.name), entry
+
+
+def substitute(text: str, values: Mapping[str, str], source: Traversable) -> str:
+    """``text`` with each ``{{name}}`` replaced; an unknown one is an error naming ``source``."""
+
     def value(match: re.Match[str]) -> str:
         try:
             return values[match.group(1)]
         except KeyError:
-            raise SidecarFailed(f"{source} uses unknown placeholder {match.group(0)}") from None
+            raise SidecarFailed(
+                f"{source} uses unknown placeholder {match.group(0)}; use one listed in "
+                "certctl/testing/sidecars/templates/README.md or add it to Place.values()."
+            ) from None
 
     return _PLACEHOLDER.sub(value, text)
-
-
-def served_leaf(
-    endpoint: Endpoint, starttls: StartTLS | None = None, timeout: float = 5.0
-) -> x509.Certificate:
-    """One handshake (after STARTTLS when asked); no certificate validation: we compare."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    der: bytes | None
-    if starttls == "smtp":
-        with smtplib.SMTP(endpoint.host, endpoint.port, timeout=timeout) as smtp:
-            smtp.starttls(context=context)
-            der = cast(ssl.SSLSocket, smtp.sock).getpeercert(binary_form=True)
-    elif starttls == "imap":
-        imap = imaplib.IMAP4(endpoint.host, endpoint.port, timeout=timeout)
-        try:
-            imap.starttls(ssl_context=context)
-            der = imap.sock.getpeercert(binary_form=True)  # type: ignore[attr-defined]
-        finally:
-            imap.shutdown()
-    else:
-        with (
-            socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as raw,
-            context.wrap_socket(raw, server_hostname=endpoint.sni) as tls,
-        ):
-            der = tls.getpeercert(binary_form=True)
-    if not der:
-        raise ssl.SSLError(f"{endpoint} presented no certificate")
-    return x509.load_der_x509_certificate(der)
-
-
-@contextlib.asynccontextmanager
-async def decoy_tls_server(cert_pem: bytes, key_pem: bytes) -> AsyncIterator[Endpoint]:
-    """A loopback TLS listener presenting another certificate: a verify target that must
-    fail, as when the endpoint in a target config points at the wrong server."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    with tempfile.TemporaryDirectory(prefix="certctl-decoy-") as scratch:
-        pem = Path(scratch) / "decoy.pem"
-        pem.write_bytes(cert_pem + key_pem)
-        context.load_cert_chain(pem)
-
-    async def handshake(stream: trio.SSLStream[trio.SocketStream]) -> None:
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await stream.do_handshake()
-            await stream.aclose()
-
-    async with trio.open_nursery() as nursery:
-        serve = functools.partial(trio.serve_ssl_over_tcp, handshake, 0, context, host="127.0.0.1")
-        listeners = await nursery.start(serve)
-        port = listeners[0].transport_listener.socket.getsockname()[1]
-        yield Endpoint("127.0.0.1", port)
-        nursery.cancel_scope.cancel()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@dataclass
-class LocalSidecar(Sidecar):
-    """The server as a child process of the test, everything under ``prefix``."""
-
-    process: subprocess.Popen[bytes] | None = field(init=False, default=None)
-    place: Place = field(init=False)
-
-    def __post_init__(self) -> None:
-        server = self.server
-        if server.package is None or shutil.which(server.binary) is None:
-            raise SidecarUnavailable(server.install_hint())
-        run = self.prefix / "run"
-        self.place = Place(
-            conf=str(self.conf_dir),
-            run=str(run),
-            log=str(run / f"{server.name}.log"),
-            certs=str(self.cert_dir),
-            listen="127.0.0.1",
-            ports={name: free_port() for name in server.ports},
-            user=server.local_user,
-            modules=server.local_modules,
-        )
-        self.ports = dict(self.place.ports)
-        self.endpoint = Endpoint("127.0.0.1", self.ports[server.ports[0]])
-        if server.starttls is not None:
-            self.starttls_endpoint = Endpoint("127.0.0.1", self.place.ports[server.starttls[0]])
-        self.commands = server.local(self.place)
-
-    def start(self) -> None:
-        server, place = self.server, self.place
-        self.render(place)
-        server.prepare(place)
-        log = open(f"{place.run}/stdout.log", "ab")  # noqa: SIM115 - closed in stop()
-        env = {**os.environ, "HOME": place.run, "XDG_DATA_HOME": place.run}
-        env["XDG_CONFIG_HOME"] = place.run
-        self.process = subprocess.Popen(  # noqa: S603 - argv built from our templates
-            list(self.commands.start),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-        log.close()
-        if self.commands.daemonizes and self.process.wait(timeout=START_TIMEOUT) != 0:
-            raise SidecarFailed(f"{' '.join(self.commands.start)} failed:\n{self.logs()}")
-        self.wait_ready()
-
-    def settle(self) -> None:
-        wanted, process = self.server.settled_children, self.process
-        if wanted is None or process is None or process.poll() is not None:
-            return
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while len(children := _children(process.pid)) > wanted:
-            if time.monotonic() > deadline:
-                raise SidecarFailed(
-                    f"{self.name} still runs {len(children)} workers {STOP_TIMEOUT:g} s after "
-                    f"a reload, not {wanted}; its log:\n{self.logs()}"
-                )
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        """Stop the server and every process it forked (its whole session)."""
-        commands, process = self.commands, self.process
-        if commands.pidfile is not None:
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(Path(commands.pidfile).read_text().split()[0]), signal.SIGTERM)
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self._reap_session()
-
-    def _reap_session(self) -> None:
-        """Daemonized servers leave our child's session; find them by their prefix."""
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while _processes_under(str(self.prefix)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for pid in _processes_under(str(self.prefix)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-    def logs(self) -> str:
-        run = Path(self.place.run)
-        parts = [
-            f"--- {path.name}\n{path.read_text(errors='replace')[-8000:]}"
-            for path in sorted(run.glob("*.log"))
-        ]
-        return "\n".join(parts)
-
-
-def _children(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children()
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _processes_under(prefix: str) -> list[int]:
-    """Pids started from or working in ``prefix``: our daemons and their children only.
-
-    Postfix's master and Dovecot's workers do not name the config on their command line,
-    but they work in their queue or base directory, which lies under the prefix.
-    """
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if prefix.encode() in cmdline or cwd == prefix or cwd.startswith(prefix + "/"):
-            found.append(int(entry.name))
-    return found
-
-
-@dataclass
-class ContainerSidecar(Sidecar):
-    """The server's official image; configs and cert directory bind-mounted."""
-
-    container: Any = field(init=False, default=None)
-    place: Place = field(init=False)
-
-    # The cert directory is mounted at its host path: Envoy's sds.json names the files
-    # by the absolute paths the connector wrote, which must hold inside the container.
-    CONF: ClassVar[str] = "/sidecar"
-
-    def __post_init__(self) -> None:
-        server = self.server
-        if server.image is None:
-            raise SidecarUnavailable(f"{server.name} has no container image; run it locally.")
-        inner_ports = {name: 8443 + index for index, name in enumerate(server.ports)}
-        self.place = Place(
-            conf=self.CONF,
-            run="/tmp",  # noqa: S108 - inside the container
-            log="/dev/stderr",
-            certs=str(self.cert_dir),
-            listen="0.0.0.0",  # noqa: S104 - inside the container, published on loopback
-            ports=inner_ports,
-            user=server.image_user,
-            modules=server.image_modules,
-        )
-        self.commands = server.container(self.place)
-
-    def settle(self) -> None:
-        """Nothing to wait on: the container's processes are not ours to inspect, so
-        comparisons go through ``wait_served``, which polls."""
-
-    def start(self) -> None:
-        from testcontainers.core.container import DockerContainer  # noqa: PLC0415 - Docker only
-
-        self.render(self.place)
-        container = (
-            DockerContainer(self.server.image or "")
-            .with_volume_mapping(str(self.conf_dir), self.CONF, "ro")
-            .with_volume_mapping(str(self.cert_dir), str(self.cert_dir), "rw")
-            .with_exposed_ports(*self.place.ports.values())
-            .with_command(list(self.commands.start))
-            .with_kwargs(user="root")
-        )
-        self.container = container.start()
-        host = container.get_container_host_ip()
-        published = {
-            name: int(container.get_exposed_port(port)) for name, port in self.place.ports.items()
-        }
-        ident = container.get_wrapped_container().id
-        inner = self.commands
-        self.commands = Commands(
-            start=inner.start,
-            reload=("docker", "exec", ident, *inner.reload),
-            validate=("docker", "exec", ident, *inner.validate),
-        )
-        self.ports = published
-        self.endpoint = Endpoint(host, published[self.server.ports[0]])
-        if self.server.starttls is not None:
-            self.starttls_endpoint = Endpoint(host, published[self.server.starttls[0]])
-        self.wait_ready()
-
-    def stop(self) -> None:
-        if self.container is not None:
-            self.container.stop()
-
-    def logs(self) -> str:
-        if self.container is None:
-            return ""
-        out, err = self.container.get_logs()
-        return str((out + err).decode(errors="replace")[-8000:])
-
-
-def docker_engine_answers(timeout: float = 3.0) -> bool:
-    """True when a Docker engine answers ``/_ping``, not merely when ``docker`` exists.
-
-    Also needs the ``docker`` CLI (reloads run ``docker exec``) and testcontainers.
-    ``SIDECAR_LAUNCHER=local`` forces local processes even where Docker runs. Plain
-    sockets rather than docker-py, whose client leaks its socket when the engine is down.
-    """
-    if os.environ.get("SIDECAR_LAUNCHER") == "local" or shutil.which("docker") is None:
-        return False
-    if importlib.util.find_spec("testcontainers") is None:
-        return False
-    url = urllib.parse.urlsplit(os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"))
-    try:
-        if url.scheme == "unix":
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as engine:
-                engine.settimeout(timeout)
-                engine.connect(url.path)
-                reply = _ping(engine)
-        elif url.scheme == "tcp" and url.hostname:
-            with socket.create_connection((url.hostname, url.port or 2375), timeout) as engine:
-                reply = _ping(engine)
-        else:
-            return False
-    except OSError:
-        return False
-    return reply.split(b"\r\n", 1)[0].split(b" ")[1:2] == [b"200"]
-
-
-def _ping(engine: socket.socket) -> bytes:
-    engine.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-    return engine.recv(1024)
-
-
-@contextlib.contextmanager
-def launch(
-    name: str, cert_pem: bytes, chain_pem: bytes, key_pem: bytes, *, docker: bool | None = None
-) -> Iterator[Sidecar]:
-    """Start ``name`` serving the given material; stop it and remove its prefix after.
-
-    Raises ``SidecarUnavailable`` (with the install command) when the server cannot run.
-    """
-    server = SERVERS[name]
-    use_docker = docker_engine_answers() if docker is None else docker
-    kind: type[Sidecar] = ContainerSidecar if use_docker and server.image else LocalSidecar
-    # Not pytest's tmp_path: its 0700 parents would stop the servers' unprivileged
-    # workers (postfix, dovecot) from reaching their queues and sockets.
-    prefix = Path(tempfile.mkdtemp(prefix=f"certctl-{name}-"))
-    try:
-        prefix.chmod(0o755)
-        cert_dir = prefix / "certs"
-        cert_dir.mkdir()
-        sidecar = kind(server=server, prefix=prefix, cert_dir=cert_dir)
-        sidecar.layout(cert_pem, chain_pem, key_pem)
-        try:
-            sidecar.start()
-            yield sidecar
-        finally:
-            sidecar.stop()
-    finally:
-        shutil.rmtree(prefix, ignore_errors=True)
