@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 import trio
 from cryptography import x509
 
+from certctl.connectors.targets.base import Material
 from certctl.connectors.targets.registry import AnyConnector, load_connector
 from certctl.deploy import Command, Engine, Handshake, Plan, Result, Verifier
 from certctl.pki.pem import fingerprint_sha256
-from certctl.testing.material import Issuer, Material
+from certctl.testing.material import ScratchCA
 from certctl.testing.sidecars.launchers import launch
 from certctl.testing.sidecars.servers import Sidecar, SidecarUnavailable
 
@@ -138,7 +139,7 @@ class _Bench:
     def settle(self) -> None:
         """Let the last reload finish before the next phase starts timing."""
         last = self.versions[(self.turn - 1) % len(self.versions)]
-        self.sidecar.wait_served(fingerprint_sha256(last.leaf), timeout=SERVE_TIMEOUT)
+        self.sidecar.wait_served(fingerprint_sha256(last.leaf()), timeout=SERVE_TIMEOUT)
 
     def ours(self) -> _Phase:
         phase = _Phase("ours: connector deploy + verify")
@@ -169,7 +170,7 @@ class _Bench:
         sidecar = self.sidecar
         for index in range(WARMUP + ROUNDS):
             version = self.next_version()
-            wanted = fingerprint_sha256(version.leaf)
+            wanted = fingerprint_sha256(version.leaf())
             _write_naively(self.target, version)  # untimed: the floor is the server's work
             started = time.perf_counter()
             _run(sidecar.validate_argv)
@@ -250,7 +251,7 @@ def _measure(name: str, versions: Sequence[Material], root: str) -> None:
 
 
 def run() -> None:
-    issuer = Issuer("certctl bench")
+    issuer = ScratchCA("certctl bench")
     versions = [issuer.issue("localhost") for _ in range(VERSIONS)]
     with tempfile.TemporaryDirectory(prefix="certctl-bench-connectors-") as root:
         for name in SERVERS:

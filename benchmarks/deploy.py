@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from certctl.deploy import Engine, File, FileRole, OsFileSystem, Plan
-from certctl.testing.material import Issuer
+from certctl.testing.material import ScratchCA
 
 ROUNDS = 300
 WARMUP = 20
@@ -52,7 +52,7 @@ def _report(label: str, samples: list[float]) -> float:
 
 
 def run() -> None:
-    issuer = Issuer("bench")
+    issuer = ScratchCA("bench")
     versions = [issuer.issue(f"v{n}.bench.example") for n in range(2)]
     with tempfile.TemporaryDirectory(prefix="certctl-bench-") as root:
         site = os.path.join(root, "site")

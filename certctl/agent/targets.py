@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from certctl.config import Settings
-from certctl.connectors.targets.fields import format_duration
+from certctl.connectors.targets.fields import show_seconds
 from certctl.connectors.targets.registry import CONNECTORS, AnyConnector, target_type
 from certctl.protocol import TargetSpec
 
@@ -39,7 +39,7 @@ def with_agent_defaults(
     verify = merged.get("post_deploy_verify", {})
     if isinstance(verify, Mapping):  # anything else is left for the schema to refuse
         verify = dict(verify)
-        verify.setdefault("timeout", format_duration(settings.verify_timeout.total_seconds()))
+        verify.setdefault("timeout", show_seconds(settings.verify_timeout.total_seconds()))
         if not settings.verify_deployment:
             verify["enabled"] = False
         merged["post_deploy_verify"] = verify

@@ -32,9 +32,7 @@ from certctl.config._parse import (
     AuthType,
     LogFormat,
     LogLevel,
-    format_duration,
     parse_api_keys,
-    parse_duration,
 )
 from certctl.config._settings import (
     SPECS,
@@ -46,6 +44,7 @@ from certctl.config._settings import (
     read_env_file,
 )
 from certctl.config._validate import EXAMPLE_SECRETS, demo_mode, validate
+from certctl.core.durations import format_duration, parse_duration
 
 __all__ = [
     "EXAMPLE_SECRETS",

@@ -7,8 +7,9 @@ from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from certctl.config._parse import APIKey, format_duration
+from certctl.config._parse import APIKey
 from certctl.config._settings import SPECS, Role, Settings, Var
+from certctl.core.durations import format_duration
 
 
 def redacted(settings: Settings, role: Role) -> list[tuple[str, str, bool]]:

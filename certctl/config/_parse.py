@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
@@ -20,8 +19,6 @@ from certctl.core.model import KeyRole
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _KEY_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 _E = TypeVar("_E", bound=StrEnum)
@@ -48,32 +45,6 @@ def parse_port(raw: str) -> int:
     if not 1 <= port <= 65535:
         raise ValueError(f"expected a TCP port between 1 and 65535, got {port}")
     return port
-
-
-def parse_duration(raw: str) -> timedelta:
-    """Go-style durations (``90s``, ``1h30m``, ``500ms``, ``7d``), as operators write them."""
-    text = raw.strip()
-    pos = 0
-    total = 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    if pos == 0 or pos != len(text):
-        raise ValueError(f"expected a duration such as 30s, 5m, 1h30m or 7d, got {raw!r}")
-    return timedelta(seconds=total)
-
-
-def format_duration(value: timedelta) -> str:
-    """``value`` in the form ``parse_duration`` reads, in its largest whole unit (``90s``,
-    ``5m``, ``168h``), so what ``config check`` prints can be pasted back."""
-    millis = round(value.total_seconds() * 1000)
-    for unit in ("d", "h", "m", "s"):
-        size = round(_DURATION_UNITS[unit] * 1000)
-        if millis and millis % size == 0:
-            return f"{millis // size}{unit}"
-    return f"{millis}ms"
 
 
 def parse_list(raw: str) -> tuple[str, ...]:

@@ -33,13 +33,13 @@ from certctl.config._parse import (
     parse_api_keys,
     parse_auth_type,
     parse_bool,
-    parse_duration,
     parse_int,
     parse_list,
     parse_path,
     parse_port,
     parse_str,
 )
+from certctl.core.durations import parse_duration
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _T = TypeVar("_T")

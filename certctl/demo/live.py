@@ -86,7 +86,7 @@ def clock(seconds: float) -> str:
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class FleetState:
     summary: dict[str, Any]
     certificates: list[dict[str, Any]]
     jobs: list[dict[str, Any]]
@@ -94,7 +94,7 @@ class Snapshot:
     at: datetime
 
     @classmethod
-    def take(cls, api: Api) -> Snapshot:
+    def take(cls, api: Api) -> FleetState:
         return cls(
             summary=api.get("/api/v1/stats/summary"),
             certificates=api.items("/api/v1/certificates", limit=1000),
@@ -149,7 +149,7 @@ class View:
         text.append("  (Ctrl-C stops it)", style="dim")
         return text
 
-    def _overview(self, snap: Snapshot) -> Table:
+    def _overview(self, snap: FleetState) -> Table:
         certs = Table(title="Certificates", title_justify="left", show_edge=False)
         certs.add_column("status")
         certs.add_column("count", justify="right")
@@ -173,7 +173,7 @@ class View:
         grid.add_row(certs, jobs)
         return grid
 
-    def _agents(self, snap: Snapshot) -> Text:
+    def _agents(self, snap: FleetState) -> Text:
         text = Text("Agents: ", style="bold")
         for n, agent in enumerate(snap.agents):
             beat = _when(agent.get("last_heartbeat_at"))
@@ -186,7 +186,7 @@ class View:
             text.append(f"   TLS-verified deploys: {verified}", style="")
         return text
 
-    def _expiring(self, snap: Snapshot) -> Table:
+    def _expiring(self, snap: FleetState) -> Table:
         table = Table(title="Closest to expiry", title_justify="left", show_edge=False)
         for column in ("certificate", "env", "status", "expires in", "last deployed"):
             table.add_column(column)
@@ -205,7 +205,7 @@ class View:
             )
         return table
 
-    def _jobs(self, snap: Snapshot) -> Table:
+    def _jobs(self, snap: FleetState) -> Table:
         certs = {c["id"]: c["common_name"] for c in snap.certificates}
         table = Table(title="Recent jobs", title_justify="left", show_edge=False)
         for column in ("changed", "type", "status", "certificate", "where", "detail"):
@@ -236,7 +236,7 @@ class View:
             )
         return table
 
-    def render(self, snap: Snapshot, elapsed: float) -> RenderableType:
+    def render(self, snap: FleetState, elapsed: float) -> RenderableType:
         parts: list[RenderableType] = [
             self._header(elapsed),
             self._overview(snap),
@@ -250,7 +250,7 @@ class View:
         parts.extend(Text(note, style="dim") for note in footer)
         return Group(*parts)
 
-    def line(self, snap: Snapshot, elapsed: float) -> str:
+    def line(self, snap: FleetState, elapsed: float) -> str:
         """One plain line for logs: certificate statuses, job progress, deployments."""
         counts = snap.certificate_counts()
         certs = ", ".join(f"{counts[s]} {s}" for s in CERT_STATUSES if counts.get(s)) or "none"
@@ -278,7 +278,7 @@ def _fmt(counts: Mapping[str, int]) -> str:
     return ", ".join(shown) or "none"
 
 
-def summarize(snap: Snapshot) -> Sequence[str]:
+def summarize(snap: FleetState) -> Sequence[str]:
     """The closing lines: what was issued and deployed."""
     counts = snap.certificate_counts()
     deploys = snap.job_counts("Deployment")

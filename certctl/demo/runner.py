@@ -34,7 +34,7 @@ from typing import Any
 from certctl import config
 from certctl.agent.policy import write_policy
 from certctl.demo.api import Api, ApiError
-from certctl.demo.live import Snapshot, View, clock, summarize
+from certctl.demo.live import FleetState, View, clock, summarize
 from certctl.demo.nginx import DemoNginx, NginxFailed, find_nginx
 from certctl.demo.policy import agent_policy
 from certctl.demo.seed import AGENTS, CERTIFICATES, Inventory, seed
@@ -273,12 +273,12 @@ class Demo:
         self.say(f"  CERTCTL_AGENT_BOOTSTRAP_TOKEN={self.bootstrap_token}")
         self.say("")
 
-    def watch(self, api: Api, inventory: Inventory, started: float) -> Snapshot | None:
+    def watch(self, api: Api, inventory: Inventory, started: float) -> FleetState | None:
         """The live view until the duration passes or a stop is requested."""
         view = View(inventory, self.url, self.duration, self.nginx.url if self.nginx else None)
         tty = sys.stdout.isatty()
         progress = _Progress()
-        snap: Snapshot | None = None
+        snap: FleetState | None = None
         with _live(tty) as show:
             while True:
                 elapsed = time.monotonic() - started
@@ -301,13 +301,13 @@ class Demo:
 
     def _refresh(
         self, api: Api, inventory: Inventory, progress: _Progress, elapsed: float
-    ) -> Snapshot | None:
+    ) -> FleetState | None:
         """One snapshot, and an early-renewal round when one is due; ``None`` when the API
         call failed (shown as a note and retried on the next refresh, up to a limit: a
         busy machine or a rate limit must not end the demo, a dead server is caught by
         ``_check_children``)."""
         try:
-            snap = Snapshot.take(api)
+            snap = FleetState.take(api)
             if self._renewal_due(snap, elapsed, progress.renewed_at):
                 count = RENEW_FIRST if progress.renewed_at is None else RENEW_LATER
                 progress.notes.append(self._renew(api, snap, inventory, count, elapsed))
@@ -327,7 +327,7 @@ class Demo:
             )
         return snap
 
-    def _renewal_due(self, snap: Snapshot, elapsed: float, last: float | None) -> bool:
+    def _renewal_due(self, snap: FleetState, elapsed: float, last: float | None) -> bool:
         if self.duration is not None and self.duration - elapsed < RENEW_MARGIN:
             return False
         if not snap.certificate_counts().get("Active"):
@@ -340,7 +340,7 @@ class Demo:
         return elapsed - last >= RENEW_EVERY
 
     def _renew(
-        self, api: Api, snap: Snapshot, inventory: Inventory, count: int, elapsed: float
+        self, api: Api, snap: FleetState, inventory: Inventory, count: int, elapsed: float
     ) -> str:
         """Renew the 2-day certificates closest to expiry now, instead of in a day (the
         ten-minute ones are left to the scheduler, which renews them by itself)."""
@@ -446,7 +446,7 @@ def run_demo(*, duration: float | None, directory: Path | None, port: int) -> in
     where.mkdir(mode=0o700, parents=True, exist_ok=True)
     with Stop().installed() as stop:
         demo = Demo(where, port, duration, stop)
-        final: Snapshot | None = None
+        final: FleetState | None = None
         try:
             final = _run(demo)
         except (StartFailed, ApiError, config.ConfigError, OSError) as exc:
@@ -457,12 +457,12 @@ def run_demo(*, duration: float | None, directory: Path | None, port: int) -> in
             demo.stop_agents()
             if final is not None and demo.server is not None and demo.server.running:
                 with contextlib.suppress(ApiError), demo.api() as api:
-                    final = Snapshot.take(api)
+                    final = FleetState.take(api)
             demo.stop_rest()
     return _conclude(demo, final)
 
 
-def _run(demo: Demo) -> Snapshot | None:
+def _run(demo: Demo) -> FleetState | None:
     if not demo.start_server():
         return None
     started = time.monotonic()
@@ -486,7 +486,7 @@ def _run(demo: Demo) -> Snapshot | None:
         return demo.watch(api, inventory, started)
 
 
-def _conclude(demo: Demo, final: Snapshot | None) -> int:
+def _conclude(demo: Demo, final: FleetState | None) -> int:
     if final is not None:
         for line in summarize(final):
             demo.say(f"certctl demo: {line}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Final, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
 import trio
 
@@ -37,6 +37,7 @@ from certctl.services import audit
 from certctl.services.context import SYSTEM, Actor, Services
 from certctl.services.errors import InvalidInput
 from certctl.services.issuers import DEFAULT_ISSUER_ID
+from certctl.store.base import Store
 from certctl.store.errors import Conflict, NotFound
 
 DEFAULT_POLICY_ID: Final = "rp-default"
@@ -112,6 +113,7 @@ class TargetInput:
     agent_id: str
     config: Mapping[str, JSONValue]
     enabled: bool
+    id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,79 +124,127 @@ class TargetChanges:
     name: str | None = None
     config: Mapping[str, JSONValue] | None = None
     enabled: bool | None = None
+    id: str | None = None
 
 
-# -- teams ----------------------------------------------------------------------------
+# -- one description per kind, one implementation of the use cases ------------------
 
 
-async def create_team(services: Services, actor: Actor, data: TeamInput) -> Team:
+class _Entity(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+class _Given(Protocol):
+    """An input that may name its id (``None``: generate one, or keep the path's)."""
+
+    @property
+    def id(self) -> str | None: ...
+
+
+_E = TypeVar("_E", bound=_Entity)
+_C = TypeVar("_C", bound=_Given)
+_U = TypeVar("_U", bound=_Given)
+
+_Write = Callable[..., Awaitable[_E]]
+_Remove = Callable[..., Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Rows(Generic[_E]):
+    """The store's operations on one kind, bound to one store."""
+
+    get: Callable[[str], Awaitable[_E]]
+    list: Callable[..., Awaitable[Sequence[_E]]]
+    create: _Write[_E]
+    update: _Write[_E]
+
+
+async def _unchecked(services: Services, entity: object) -> None:
+    """Kinds whose entities need no check beyond their input schema."""
+
+
+@dataclass(frozen=True, slots=True)
+class Kind(Generic[_E, _C, _U]):
+    """One configuration kind: how an input becomes an entity, what is checked before it
+    is written, and where it is stored. Every kind gets the same use cases (ids, the
+    body-id rule, checks, audit events ``<name>_<action>``), so none can drift.
+
+    ``remove`` is ``None`` for kinds that are never deleted on their own (targets are
+    retired with their agent).
+    """
+
+    name: str
+    prefix: str
+    build: Callable[[Services, _C, str], _E]
+    change: Callable[[Services, _U, _E], _E]
+    rows: Callable[[Store], Rows[_E]]
+    remove: Callable[[Store], _Remove] | None
+    check: Callable[[Services, _E], Awaitable[None]] = _unchecked
+
+    async def create(self, services: Services, actor: Actor, data: _C) -> _E:
+        entity = self.build(services, data, data.id or services.new_id(self.prefix))
+        await self.check(services, entity)
+        return await self._write(services, actor, "created", entity)
+
+    async def get(self, services: Services, entity_id: str) -> _E:
+        return await self.rows(services.store).get(entity_id)
+
+    async def list(self, services: Services, **filters: str | None) -> Sequence[_E]:
+        return await self.rows(services.store).list(**filters)
+
+    async def update(self, services: Services, actor: Actor, entity_id: str, data: _U) -> _E:
+        """The entity rebuilt from ``data`` and the stored one (404 when there is none)."""
+        if data.id not in (None, entity_id):
+            raise InvalidInput(f"id {data.id!r} in the body differs from the path; drop it.")
+        entity = self.change(services, data, await self.get(services, entity_id))
+        await self.check(services, entity)
+        return await self._write(services, actor, "updated", entity)
+
+    async def delete(self, services: Services, actor: Actor, entity_id: str) -> None:
+        if self.remove is None:
+            raise InvalidInput(f"a {self.name} is never deleted on its own; retire its agent.")
+        event = audit.event(services, actor, f"{self.name}_deleted", self.name, entity_id)
+        await self.remove(services.store)(entity_id, audit=[event])
+
+    async def _write(self, services: Services, actor: Actor, action: str, entity: _E) -> _E:
+        rows = self.rows(services.store)
+        write = rows.create if action == "created" else rows.update
+        event = audit.event(services, actor, f"{self.name}_{action}", self.name, entity.id)
+        return await write(entity, audit=[event])
+
+
+# -- the kinds ------------------------------------------------------------------------
+
+
+def _team(services: Services, data: TeamInput, team_id: str) -> Team:
     now = services.now()
-    team = Team(_new_id(services, data.id, "team"), data.name, now, now, data.description)
-    return await _write(
-        services, actor, services.store.create_team, team, kind="team", action="created"
-    )
+    return Team(team_id, data.name, now, now, data.description)
 
 
-async def get_team(services: Services, team_id: str) -> Team:
-    return await services.store.get_team(team_id)
+def _changed_team(services: Services, data: TeamInput, old: Team) -> Team:
+    return Team(old.id, data.name, old.created_at, services.now(), data.description)
 
 
-async def list_teams(services: Services) -> Sequence[Team]:
-    return await services.store.list_teams()
+TEAMS: Final[Kind[Team, TeamInput, TeamInput]] = Kind(
+    "team", "team", _team, _changed_team,
+    lambda s: Rows(s.get_team, s.list_teams, s.create_team, s.update_team),
+    lambda s: s.delete_team,
+)  # fmt: skip
 
 
-async def update_team(services: Services, actor: Actor, team_id: str, data: TeamInput) -> Team:
-    _same_id(data.id, team_id)
-    old = await services.store.get_team(team_id)
-    team = Team(team_id, data.name, old.created_at, services.now(), data.description)
-    return await _write(
-        services, actor, services.store.update_team, team, kind="team", action="updated"
-    )
-
-
-async def delete_team(services: Services, actor: Actor, team_id: str) -> None:
-    await _delete(services, actor, services.store.delete_team, team_id, "team")
-
-
-# -- owners ---------------------------------------------------------------------------
-
-
-def _owner(data: OwnerInput, owner_id: str) -> Owner:
+def _owner(services: Services, data: OwnerInput, owner_id: str) -> Owner:
     return Owner(owner_id, data.name, data.email, data.team_id)
 
 
-async def create_owner(services: Services, actor: Actor, data: OwnerInput) -> Owner:
-    owner = _owner(data, _new_id(services, data.id, "owner"))
-    return await _write(
-        services, actor, services.store.create_owner, owner, kind="owner", action="created"
-    )
+OWNERS: Final[Kind[Owner, OwnerInput, OwnerInput]] = Kind(
+    "owner", "owner", _owner, lambda services, data, old: _owner(services, data, old.id),
+    lambda s: Rows(s.get_owner, s.list_owners, s.create_owner, s.update_owner),
+    lambda s: s.delete_owner,
+)  # fmt: skip
 
 
-async def get_owner(services: Services, owner_id: str) -> Owner:
-    return await services.store.get_owner(owner_id)
-
-
-async def list_owners(services: Services, *, team_id: str | None = None) -> Sequence[Owner]:
-    return await services.store.list_owners(team_id=team_id)
-
-
-async def update_owner(services: Services, actor: Actor, owner_id: str, data: OwnerInput) -> Owner:
-    owner = await _replacing(services.store.get_owner, owner_id, data.id, _owner(data, owner_id))
-    return await _write(
-        services, actor, services.store.update_owner, owner, kind="owner", action="updated"
-    )
-
-
-async def delete_owner(services: Services, actor: Actor, owner_id: str) -> None:
-    await _delete(services, actor, services.store.delete_owner, owner_id, "owner")
-
-
-# -- renewal policies -----------------------------------------------------------------
-
-_POLICY = "renewal_policy"
-
-
-def _policy(data: PolicyInput, policy_id: str) -> RenewalPolicy:
+def _policy(services: Services, data: PolicyInput, policy_id: str) -> RenewalPolicy:
     return RenewalPolicy(
         id=policy_id,
         name=data.name,
@@ -207,39 +257,14 @@ def _policy(data: PolicyInput, policy_id: str) -> RenewalPolicy:
     )
 
 
-async def create_policy(services: Services, actor: Actor, data: PolicyInput) -> RenewalPolicy:
-    policy = _policy(data, _new_id(services, data.id, "rp"))
-    return await _write(
-        services, actor, services.store.create_policy, policy, kind=_POLICY, action="created"
-    )
+POLICIES: Final[Kind[RenewalPolicy, PolicyInput, PolicyInput]] = Kind(
+    "renewal_policy", "rp", _policy, lambda services, data, old: _policy(services, data, old.id),
+    lambda s: Rows(s.get_policy, s.list_policies, s.create_policy, s.update_policy),
+    lambda s: s.delete_policy,
+)  # fmt: skip
 
 
-async def get_policy(services: Services, policy_id: str) -> RenewalPolicy:
-    return await services.store.get_policy(policy_id)
-
-
-async def list_policies(services: Services) -> Sequence[RenewalPolicy]:
-    return await services.store.list_policies()
-
-
-async def update_policy(
-    services: Services, actor: Actor, policy_id: str, data: PolicyInput
-) -> RenewalPolicy:
-    get, policy = services.store.get_policy, _policy(data, policy_id)
-    policy = await _replacing(get, policy_id, data.id, policy)
-    return await _write(
-        services, actor, services.store.update_policy, policy, kind=_POLICY, action="updated"
-    )
-
-
-async def delete_policy(services: Services, actor: Actor, policy_id: str) -> None:
-    await _delete(services, actor, services.store.delete_policy, policy_id, _POLICY)
-
-
-# -- certificate profiles -------------------------------------------------------------
-
-
-def _profile(data: ProfileInput, profile_id: str) -> CertificateProfile:
+def _profile(services: Services, data: ProfileInput, profile_id: str) -> CertificateProfile:
     return CertificateProfile(
         id=profile_id,
         name=data.name,
@@ -257,116 +282,40 @@ def _profile(data: ProfileInput, profile_id: str) -> CertificateProfile:
     )
 
 
-async def create_profile(
-    services: Services, actor: Actor, data: ProfileInput
-) -> CertificateProfile:
-    profile = _profile(data, _new_id(services, data.id, "prof"))
-    create = services.store.create_profile
-    return await _write(services, actor, create, profile, kind="profile", action="created")
-
-
-async def get_profile(services: Services, profile_id: str) -> CertificateProfile:
-    return await services.store.get_profile(profile_id)
-
-
-async def list_profiles(services: Services) -> Sequence[CertificateProfile]:
-    return await services.store.list_profiles()
-
-
-async def update_profile(
-    services: Services, actor: Actor, profile_id: str, data: ProfileInput
-) -> CertificateProfile:
-    get, profile = services.store.get_profile, _profile(data, profile_id)
-    profile = await _replacing(get, profile_id, data.id, profile)
-    update = services.store.update_profile
-    return await _write(services, actor, update, profile, kind="profile", action="updated")
-
-
-async def delete_profile(services: Services, actor: Actor, profile_id: str) -> None:
-    await _delete(services, actor, services.store.delete_profile, profile_id, "profile")
-
-
-# -- issuers --------------------------------------------------------------------------
+PROFILES: Final[Kind[CertificateProfile, ProfileInput, ProfileInput]] = Kind(
+    "profile", "prof", _profile, lambda services, data, old: _profile(services, data, old.id),
+    lambda s: Rows(s.get_profile, s.list_profiles, s.create_profile, s.update_profile),
+    lambda s: s.delete_profile,
+)  # fmt: skip
 
 
 def _issuer(services: Services, data: IssuerInput, issuer_id: str) -> Issuer:
-    """The issuer, its configuration checked by the issuer pool before anything is written."""
-    issuer = Issuer(issuer_id, data.name, data.type, dict(data.config), data.enabled)
+    return Issuer(issuer_id, data.name, data.type, dict(data.config), data.enabled)
+
+
+async def _check_issuer(services: Services, issuer: Issuer) -> None:
+    """The configuration checked by the issuer pool before anything is written."""
     check_issuer(services, issuer)
-    return issuer
 
 
-async def create_issuer(services: Services, actor: Actor, data: IssuerInput) -> Issuer:
-    issuer = _issuer(services, data, _new_id(services, data.id, "iss"))
-    return await _write(
-        services, actor, services.store.create_issuer, issuer, kind="issuer", action="created"
-    )
+ISSUERS: Final[Kind[Issuer, IssuerInput, IssuerInput]] = Kind(
+    "issuer", "iss", _issuer, lambda services, data, old: _issuer(services, data, old.id),
+    lambda s: Rows(s.get_issuer, s.list_issuers, s.create_issuer, s.update_issuer),
+    lambda s: s.delete_issuer,
+    _check_issuer,
+)  # fmt: skip
 
 
-async def get_issuer(services: Services, issuer_id: str) -> Issuer:
-    return await services.store.get_issuer(issuer_id)
+def _target(services: Services, data: TargetInput, target_id: str) -> Target:
+    return Target(target_id, data.name, data.type, data.agent_id, dict(data.config), data.enabled)
 
 
-async def list_issuers(services: Services) -> Sequence[Issuer]:
-    return await services.store.list_issuers()
-
-
-async def update_issuer(
-    services: Services, actor: Actor, issuer_id: str, data: IssuerInput
-) -> Issuer:
-    _same_id(data.id, issuer_id)
-    await services.store.get_issuer(issuer_id)
-    issuer = _issuer(services, data, issuer_id)
-    return await _write(
-        services, actor, services.store.update_issuer, issuer, kind="issuer", action="updated"
-    )
-
-
-async def delete_issuer(services: Services, actor: Actor, issuer_id: str) -> None:
-    await _delete(services, actor, services.store.delete_issuer, issuer_id, "issuer")
-
-
-# -- targets (never deleted: retired with their agent) ----------------------------------
-
-
-async def create_target(services: Services, actor: Actor, data: TargetInput) -> Target:
-    target = Target(
-        services.new_id("target"),
-        data.name,
-        data.type,
-        data.agent_id,
-        dict(data.config),
-        data.enabled,
-    )
-    await _check_target(services, target)
-    return await _write(
-        services, actor, services.store.create_target, target, kind="target", action="created"
-    )
-
-
-async def get_target(services: Services, target_id: str) -> Target:
-    return await services.store.get_target(target_id)
-
-
-async def list_targets(
-    services: Services, *, agent_id: str | None = None, certificate_id: str | None = None
-) -> Sequence[Target]:
-    return await services.store.list_targets(agent_id=agent_id, certificate_id=certificate_id)
-
-
-async def update_target(
-    services: Services, actor: Actor, target_id: str, data: TargetChanges
-) -> Target:
-    old = await services.store.get_target(target_id)
-    target = replace(
+def _changed_target(services: Services, data: TargetChanges, old: Target) -> Target:
+    return replace(
         old,
         name=old.name if data.name is None else data.name,
         config=old.config if data.config is None else dict(data.config),
         enabled=old.enabled if data.enabled is None else data.enabled,
-    )
-    await _check_target(services, target)
-    return await _write(
-        services, actor, services.store.update_target, target, kind="target", action="updated"
     )
 
 
@@ -375,58 +324,12 @@ async def _check_target(services: Services, target: Target) -> None:
     await check_target_agent(services, target)
 
 
-# -- shared ---------------------------------------------------------------------------
-
-
-class _Entity(Protocol):
-    @property
-    def id(self) -> str: ...
-
-
-_T = TypeVar("_T", bound=_Entity)
-
-
-def _new_id(services: Services, given: str | None, prefix: str) -> str:
-    return given or services.new_id(prefix)
-
-
-def _same_id(body_id: str | None, path_id: str) -> None:
-    if body_id not in (None, path_id):
-        raise InvalidInput(f"id {body_id!r} in the body differs from the path; drop it.")
-
-
-async def _replacing(
-    get: Callable[[str], Awaitable[object]], entity_id: str, body_id: str | None, new: _T
-) -> _T:
-    """``new``, once the body's id matches the path and the entity exists (else 404)."""
-    _same_id(body_id, entity_id)
-    await get(entity_id)
-    return new
-
-
-async def _write(
-    services: Services,
-    actor: Actor,
-    operation: Callable[..., Awaitable[_T]],
-    entity: _T,
-    *,
-    kind: str,
-    action: str,
-) -> _T:
-    """Run a store write with its audit event (``<kind>_<action>``)."""
-    event = audit.event(services, actor, f"{kind}_{action}", kind, entity.id)
-    return await operation(entity, audit=[event])
-
-
-async def _delete(
-    services: Services,
-    actor: Actor,
-    operation: Callable[..., Awaitable[None]],
-    entity_id: str,
-    kind: str,
-) -> None:
-    event = audit.event(services, actor, f"{kind}_deleted", kind, entity_id)
-    await operation(entity_id, audit=[event])
+TARGETS: Final[Kind[Target, TargetInput, TargetChanges]] = Kind(
+    "target", "target", _target, _changed_target,
+    lambda s: Rows(s.get_target, s.list_targets, s.create_target, s.update_target),
+    None,
+    _check_target,
+)  # fmt: skip
 
 
 def check_target_config(target: Target) -> None:

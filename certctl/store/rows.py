@@ -213,7 +213,8 @@ def _alert_channels() -> Column:
     return Column("alert_channels", encode, decode)
 
 
-def plain(*names: str) -> tuple[Column, ...]:
+def as_is(*names: str) -> tuple[Column, ...]:
+    """Columns stored and read back as they are (no codec)."""
     return tuple(Column(name) for name in names)
 
 
@@ -288,14 +289,14 @@ TEAMS: Final = Table(
     "teams",
     "team",
     Team,
-    plain("id", "name", "created_at", "updated_at", "description"),
+    as_is("id", "name", "created_at", "updated_at", "description"),
     uniques=(("name",),),
 )
 OWNERS: Final = Table(
     "owners",
     "owner",
     Owner,
-    plain("id", "name", "email", "team_id"),
+    as_is("id", "name", "email", "team_id"),
     references=(Reference("team_id", "teams"),),
 )
 PROFILES: Final = Table(
@@ -303,14 +304,14 @@ PROFILES: Final = Table(
     "certificate profile",
     CertificateProfile,
     (
-        *plain("id", "name", "description"),
+        *as_is("id", "name", "description"),
         _key_rules(),
         Column("max_ttl_seconds"),
         enum_array("allowed_ekus", ExtendedKeyUsage),
         text_array("required_san_patterns"),
-        *plain("spiffe_uri_pattern", "allow_short_lived", "must_staple"),
+        *as_is("spiffe_uri_pattern", "allow_short_lived", "must_staple"),
         text_array("required_csr_attributes"),
-        *plain("requires_approval", "enabled"),
+        *as_is("requires_approval", "enabled"),
     ),
     uniques=(("name",),),
 )
@@ -319,7 +320,7 @@ POLICIES: Final = Table(
     "renewal policy",
     RenewalPolicy,
     (
-        *plain("id", "name", "renewal_window_days", "auto_renew", "max_retries"),
+        *as_is("id", "name", "renewal_window_days", "auto_renew", "max_retries"),
         Column("retry_interval_seconds"),
         int_array("alert_thresholds_days"),
         _severity_map(),
@@ -334,10 +335,10 @@ ISSUERS: Final = Table(
     "issuer",
     Issuer,
     (
-        *plain("id", "name"),
+        *as_is("id", "name"),
         enum_column("type", IssuerType),
         json_object("config"),
-        *plain("enabled", "last_tested_at"),
+        *as_is("enabled", "last_tested_at"),
     ),
     uniques=(("name",),),
     internal=("encrypted_secret",),
@@ -347,10 +348,10 @@ AGENTS: Final = Table(
     "agent",
     Agent,
     (
-        *plain("id", "name", "hostname", "registered_at"),
+        *as_is("id", "name", "hostname", "registered_at"),
         enum_column("status", AgentStatus),
-        *plain("last_heartbeat_at", "os", "architecture", "ip_address", "version"),
-        *plain("retired_at", "retired_reason"),
+        *as_is("last_heartbeat_at", "os", "architecture", "ip_address", "version"),
+        *as_is("retired_at", "retired_reason"),
     ),
     uniques=(("name",), ("key_hash",)),
     internal=("key_hash",),
@@ -360,11 +361,11 @@ TARGETS: Final = Table(
     "target",
     Target,
     (
-        *plain("id", "name"),
+        *as_is("id", "name"),
         enum_column("type", TargetType),
         Column("agent_id"),
         json_object("config"),
-        *plain("enabled", "retired_at", "retired_reason"),
+        *as_is("enabled", "retired_at", "retired_reason"),
     ),
     uniques=(("agent_id", "name"),),
     references=(Reference("agent_id", "agents"),),
@@ -375,15 +376,15 @@ CERTIFICATES: Final = Table(
     "certificate",
     ManagedCertificate,
     (
-        *plain("id", "name", "common_name", "owner_id", "issuer_id", "renewal_policy_id"),
-        *plain("created_at", "updated_at"),
+        *as_is("id", "name", "common_name", "owner_id", "issuer_id", "renewal_policy_id"),
+        *as_is("created_at", "updated_at"),
         text_array("sans"),
-        *plain("environment", "team_id", "certificate_profile_id"),
+        *as_is("environment", "team_id", "certificate_profile_id"),
         enum_column("status", CertificateStatus),
         Column("expires_at"),
         json_object("tags"),
         Column("target_ids", decode=tuple, stored=False),
-        *plain("last_renewal_at", "last_deployment_at", "revoked_at"),
+        *as_is("last_renewal_at", "last_deployment_at", "revoked_at"),
         enum_column("revocation_reason", RevocationReason),
     ),
     uniques=(("name",),),
@@ -400,7 +401,7 @@ MAPPINGS: Final = Table(
     "certificate_target_mappings",
     "certificate-target mapping",
     TargetMapping,
-    plain("certificate_id", "target_id"),
+    as_is("certificate_id", "target_id"),
     key=("certificate_id", "target_id"),
     references=(
         Reference("certificate_id", "managed_certificates"),
@@ -412,10 +413,10 @@ VERSIONS: Final = Table(
     "certificate version",
     CertificateVersion,
     (
-        *plain("id", "certificate_id", "serial_number", "not_before", "not_after"),
-        *plain("fingerprint_sha256", "pem_chain"),
+        *as_is("id", "certificate_id", "serial_number", "not_before", "not_after"),
+        *as_is("fingerprint_sha256", "pem_chain"),
         enum_column("key_algorithm", KeyAlgorithm),
-        *plain("key_size", "created_at", "csr_pem"),
+        *as_is("key_size", "created_at", "csr_pem"),
     ),
     uniques=(("fingerprint_sha256",),),
     references=(Reference("certificate_id", "managed_certificates"),),
@@ -429,11 +430,11 @@ JOBS: Final = Table(
         enum_column("type", JobType),
         Column("certificate_id"),
         enum_column("status", JobStatus),
-        *plain("created_at", "scheduled_at", "status_changed_at", "target_id", "agent_id"),
-        *plain("attempts", "max_attempts", "retry_interval_seconds", "last_error"),
-        *plain("next_retry_at", "started_at", "completed_at"),
+        *as_is("created_at", "scheduled_at", "status_changed_at", "target_id", "agent_id"),
+        *as_is("attempts", "max_attempts", "retry_interval_seconds", "last_error"),
+        *as_is("next_retry_at", "started_at", "completed_at"),
         enum_column("verification_status", VerificationStatus),
-        *plain("verified_at", "verification_fingerprint", "verification_error"),
+        *as_is("verified_at", "verification_fingerprint", "verification_error"),
         Column("requested_by"),
     ),
     references=(
@@ -447,9 +448,9 @@ AUDIT: Final = Table(
     "audit event",
     AuditEvent,
     (
-        *plain("id", "actor"),
+        *as_is("id", "actor"),
         enum_column("actor_type", ActorType),
-        *plain("action", "resource_type", "resource_id", "timestamp"),
+        *as_is("action", "resource_type", "resource_id", "timestamp"),
         json_object("details"),
     ),
 )
@@ -458,9 +459,9 @@ REVOCATIONS: Final = Table(
     "revocation",
     Revocation,
     (
-        *plain("id", "certificate_id", "serial_number"),
+        *as_is("id", "certificate_id", "serial_number"),
         enum_column("reason", RevocationReason),
-        *plain("revoked_by", "revoked_at", "issuer_id", "issuer_notified"),
+        *as_is("revoked_by", "revoked_at", "issuer_id", "issuer_notified"),
     ),
     uniques=(("issuer_id", "serial_number"),),
     references=(

@@ -6,13 +6,14 @@ property test can hold a pool of versions without slowing every example down.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from certctl.connectors.targets.base import Material
 
 
 def _pem(cert: x509.Certificate) -> bytes:
@@ -27,29 +28,11 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Material:
-    """One certificate version as a deploy writes it."""
-
-    leaf: x509.Certificate
-    cert_pem: bytes
-    chain_pem: bytes
-    key_pem: bytes
-
-    @property
-    def fullchain_pem(self) -> bytes:
-        return self.cert_pem + self.chain_pem
-
-    @property
-    def combined_pem(self) -> bytes:
-        return self.cert_pem + self.chain_pem + self.key_pem
-
-
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-class Issuer:
+class ScratchCA:
     """A root and one intermediate; leaves are signed by the intermediate."""
 
     def __init__(self, name: str = "certctl test", now: datetime | None = None) -> None:
@@ -118,7 +101,6 @@ class Issuer:
             start=start,
         )
         return Material(
-            leaf=leaf,
             cert_pem=_pem(leaf),
             chain_pem=_pem(self.intermediate),
             key_pem=_key_pem(key),

@@ -27,7 +27,7 @@ from waiting import wait_for
 from certctl.agent.policy import BUILT_IN, HostPolicy, Rules, write_policy
 from certctl.core.model import TargetType
 from certctl.core.text import FREE_TEXT_LIMIT
-from certctl.testing.material import Issuer
+from certctl.testing.material import ScratchCA
 from certctl.testing.policy import rules_allowing
 from certctl.testing.server import ServerProcess, control_plane, start_certctl, write_env
 from certctl.testing.sidecars.launchers import launch
@@ -157,7 +157,7 @@ def host(pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     root.chmod(0o755)
     for directory in ("allowed", "outside"):
         (root / directory).mkdir()
-    initial = Issuer("policy initial").issue("localhost")
+    initial = ScratchCA("policy initial").issue("localhost")
     try:
         nginx_context = launch("nginx", initial.cert_pem, initial.chain_pem, initial.key_pem)
         nginx = nginx_context.__enter__()

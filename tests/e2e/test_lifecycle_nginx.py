@@ -31,7 +31,7 @@ from waiting import wait_for
 from certctl.agent.policy import write_policy
 from certctl.pki.chain import verify_chain
 from certctl.pki.pem import fingerprint_sha256, load_certificates, load_private_key
-from certctl.testing.material import Issuer
+from certctl.testing.material import ScratchCA
 from certctl.testing.policy import allowing
 from certctl.testing.server import ServerProcess, control_plane, start_certctl, write_env
 from certctl.testing.sidecars.launchers import launch
@@ -95,7 +95,7 @@ class World:
 def world(pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     workdir = tmp_path_factory.mktemp("e2e")
     database = pg_cluster.create_database()
-    initial = Issuer("e2e initial").issue(COMMON_NAME)
+    initial = ScratchCA("e2e initial").issue(COMMON_NAME)
     extra = {
         "CERTCTL_SCHEDULER_RETRY_INTERVAL": "1s",
         "CERTCTL_SCHEDULER_JOB_PROCESSOR_INTERVAL": "1s",

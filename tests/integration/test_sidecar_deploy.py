@@ -17,12 +17,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from certctl.connectors.targets.base import sample_material
+from certctl.connectors.targets.base import Material, sample_material
 from certctl.connectors.targets.registry import AnyConnector, load_connector
 from certctl.deploy import Engine, ReloadFailed, Result, ValidateFailed, VerifyFailed
-from certctl.pki.pem import fingerprint_sha256, load_certificates
+from certctl.pki.pem import fingerprint_sha256
 from certctl.testing.hookwrap import wrap
-from certctl.testing.material import Issuer, Material
+from certctl.testing.material import ScratchCA
 from certctl.testing.sidecars.launchers import docker_engine_answers, launch
 from certctl.testing.sidecars.probes import decoy_tls_server, served_leaf
 from certctl.testing.sidecars.servers import Sidecar, SidecarUnavailable
@@ -37,17 +37,17 @@ ZERO_DOWNTIME_DEPLOYS = 200
 
 
 @pytest.fixture(scope="module")
-def issuer() -> Issuer:
-    return Issuer("certctl sidecar test")
+def issuer() -> ScratchCA:
+    return ScratchCA("certctl sidecar test")
 
 
 @pytest.fixture
-def old(issuer: Issuer) -> Material:
+def old(issuer: ScratchCA) -> Material:
     return issuer.issue("localhost")
 
 
 @pytest.fixture
-def new(issuer: Issuer) -> Material:
+def new(issuer: ScratchCA) -> Material:
     return issuer.issue("localhost")
 
 
@@ -79,7 +79,7 @@ def connector(sidecar: Sidecar, **overrides: object) -> AnyConnector:
 
 
 def fingerprint(material: Material) -> str:
-    return fingerprint_sha256(material.leaf)
+    return fingerprint_sha256(material.leaf())
 
 
 def assert_serves(sidecar: Sidecar, material: Material) -> None:
@@ -151,7 +151,7 @@ async def test_failed_reload_rolls_back(
 
 
 async def test_verify_mismatch_rolls_back(
-    any_sidecar: Sidecar, engine: Engine, issuer: Issuer, old: Material, new: Material
+    any_sidecar: Sidecar, engine: Engine, issuer: ScratchCA, old: Material, new: Material
 ) -> None:
     sidecar = any_sidecar
     other = issuer.issue("localhost")
@@ -261,7 +261,7 @@ async def test_dry_run_probe_catches_what_the_in_process_check_cannot(
 def weak_rsa() -> Material:
     key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     sample = sample_material("localhost", key=key)
-    return Material(load_certificates(sample.cert_pem)[0], sample.cert_pem, b"", sample.key_pem)
+    return Material(sample.cert_pem, b"", sample.key_pem)
 
 
 @pytest.fixture(params=["nginx", "haproxy"])
@@ -276,12 +276,12 @@ def _public_key(cert: x509.Certificate) -> bytes:
 
 
 async def test_zero_downtime_under_continuous_handshakes(
-    busy: Sidecar, engine: Engine, issuer: Issuer, old: Material
+    busy: Sidecar, engine: Engine, issuer: ScratchCA, old: Material
 ) -> None:
     """200 consecutive deploys while a client handshakes in a loop: no handshake fails,
     and every served leaf carries the key of a version that was deployed."""
     versions = [issuer.issue("localhost") for _ in range(ZERO_DOWNTIME_DEPLOYS)]
-    deployed_keys = {_public_key(m.leaf) for m in [old, *versions]}
+    deployed_keys = {_public_key(m.leaf()) for m in [old, *versions]}
     served: list[x509.Certificate] = []
     failures: list[str] = []
     done = threading.Event()

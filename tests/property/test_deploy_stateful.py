@@ -37,6 +37,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from certctl.connectors.targets.base import Material
 from certctl.deploy import (
     DeployError,
     Engine,
@@ -50,18 +51,16 @@ from certctl.deploy import (
 )
 from certctl.deploy.names import BACKUP_MARK, TEMP_MARK, backups_of
 from certctl.testing.faults import Fault, FaultyFileSystem, ScriptedRunner, SimulatedCrash
-from certctl.testing.material import Issuer, Material
+from certctl.testing.material import ScratchCA
 
-ISSUER = Issuer("stateful")
+ISSUER = ScratchCA("stateful")
 GOOD = {f"v{n}": ISSUER.issue(f"v{n}.example") for n in range(4)}
 _expired = ISSUER.issue("expired.example", expired=True)
 # Material the engine must refuse before touching any file: an expired leaf, and a leaf
 # paired with another version's key.
 BAD = {
     "expired": _expired,
-    "mismatched": Material(
-        GOOD["v0"].leaf, GOOD["v0"].cert_pem, GOOD["v0"].chain_pem, GOOD["v1"].key_pem
-    ),
+    "mismatched": Material(GOOD["v0"].cert_pem, GOOD["v0"].chain_pem, GOOD["v1"].key_pem),
 }
 VERSIONS = {**GOOD, **BAD}
 
@@ -90,8 +89,8 @@ State = tuple[FileState, ...]
 
 def content(material: Material, role: FileRole) -> bytes:
     return {
-        FileRole.COMBINED: material.combined_pem,
-        FileRole.FULLCHAIN: material.fullchain_pem,
+        FileRole.COMBINED: material.combined,
+        FileRole.FULLCHAIN: material.fullchain,
         FileRole.CERT: material.cert_pem,
         FileRole.CHAIN: material.chain_pem,
         FileRole.KEY: material.key_pem,

@@ -30,7 +30,7 @@ from certctl.agent.http import HttpControlPlane
 from certctl.core.model import JobStatus, JobType, VerificationStatus
 from certctl.pki.pem import certificates_pem
 from certctl.protocol import AgentIdentity, HostFacts, Verification
-from certctl.testing.material import Issuer
+from certctl.testing.material import ScratchCA
 
 AGENT = AgentIdentity(agent_id="agent-7", agent_key="key-7")
 URL = "https://cp.example.test:8443"
@@ -95,7 +95,7 @@ def test_the_tls_context_requires_tls_1_3_and_verifies() -> None:
 
 
 def test_a_ca_bundle_replaces_the_system_trust_store(tmp_path: Path) -> None:
-    issuer = Issuer("bundle")
+    issuer = ScratchCA("bundle")
     bundle = tmp_path / "ca.pem"
     bundle.write_bytes(b"# our CA\n" + certificates_pem([issuer.root]))
     context = client_ssl_context(bundle, insecure=False)
@@ -167,7 +167,7 @@ async def test_register_uses_the_bootstrap_token_and_sends_the_host() -> None:
 
 
 async def test_agent_calls_use_the_agent_key_and_its_paths() -> None:
-    issuer = Issuer("wire")
+    issuer = ScratchCA("wire")
     version = issuer.issue("www.example.test")
     recorder = Recorder(
         {
@@ -338,9 +338,9 @@ async def serve_json(
 ) -> tuple[int, Path]:
     """An HTTPS listener on 127.0.0.1 answering every request with ``body``; returns its
     port and the CA bundle that trusts it (certificate for ``localhost``)."""
-    issuer = Issuer("agent tls")
+    issuer = ScratchCA("agent tls")
     served = issuer.issue("localhost")
-    (tmp_path / "server.pem").write_bytes(served.fullchain_pem)
+    (tmp_path / "server.pem").write_bytes(served.fullchain)
     (tmp_path / "server.key").write_bytes(served.key_pem)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.maximum_version = max_tls

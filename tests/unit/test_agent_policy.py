@@ -15,7 +15,7 @@ from certctl.agent.policy import BUILT_IN, HostPolicy, Rules, load_policy, write
 from certctl.connectors.targets.registry import load_connector
 from certctl.core.model import TargetType
 from certctl.deploy import Engine, File, FileDefaults, FileRole, Plan, PolicyRefused
-from certctl.testing.material import Issuer
+from certctl.testing.material import ScratchCA
 from certctl.testing.policy import allowing
 
 NGINX = TargetType.NGINX
@@ -282,7 +282,7 @@ async def test_a_refused_deploy_writes_nothing_and_runs_nothing(tmp_path: Path) 
         "reload_command": ["touch", str(canary)],
     }
     connector = load_connector(TargetType.FILE, config_)
-    material = Issuer("policy").issue("www.example.test")
+    material = ScratchCA("policy").issue("www.example.test")
     engine = Engine(str(tmp_path / "engine"))
     live.mkdir()
     with pytest.raises(PolicyRefused, match="reload command 'touch"):

@@ -46,7 +46,7 @@ from certctl.protocol import (
     WorkItem,
 )
 from certctl.testing.certs import intermediate_ca, root_ca
-from certctl.testing.material import Issuer
+from certctl.testing.material import ScratchCA
 from certctl.testing.policy import allowing
 
 FACTS = HostFacts(hostname="web-01.example.test", os="linux", version="test")
@@ -343,8 +343,8 @@ async def test_a_missing_key_fails_the_job_with_the_reason(
     settings: config.Settings, double: ControlPlaneDouble, live: Path
 ) -> None:
     """A certificate whose key this agent never generated (made by another host)."""
-    elsewhere = Issuer("elsewhere").issue("www.example.test")
-    double.publish("cert-1", elsewhere.leaf, elsewhere.chain_pem)
+    elsewhere = ScratchCA("elsewhere").issue("www.example.test")
+    double.publish("cert-1", elsewhere.leaf(), elsewhere.chain_pem)
     job = double.want_deploy("cert-1", file_target(live))
 
     (outcome,) = await agent(settings, double).run_once()
@@ -568,8 +568,8 @@ def test_sigterm_stops_the_agent_with_status_0(
 def test_once_exits_1_when_a_job_failed(
     settings: config.Settings, double: ControlPlaneDouble, live: Path
 ) -> None:
-    elsewhere = Issuer("elsewhere").issue("www.example.test")
-    double.publish("cert-1", elsewhere.leaf, elsewhere.chain_pem)
+    elsewhere = ScratchCA("elsewhere").issue("www.example.test")
+    double.publish("cert-1", elsewhere.leaf(), elsewhere.chain_pem)
     double.want_deploy("cert-1", file_target(live))
     out: list[str] = []
     assert run(settings, Mode.ONCE, out=out.append, err=out.append, control_plane=double) == 1

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from certctl.config import SPECS, Role
-from certctl.testing.material import Issuer
+from certctl.testing.material import ScratchCA
 
 SECRET = {spec.env: spec.secret for spec in SPECS.values()}
 # What the server needs besides TLS material; never real secrets.
@@ -119,10 +119,10 @@ def test_agent_check_ignores_a_server_only_floor() -> None:
 
 
 def write_pair(directory: Path, *, name: str = "localhost", expired: bool = False) -> list[str]:
-    material = Issuer(now=datetime.now(UTC)).issue(name, expired=expired)
+    material = ScratchCA(now=datetime.now(UTC)).issue(name, expired=expired)
     directory.mkdir(exist_ok=True)
     cert, key = directory / "server.pem", directory / "server-key.pem"
-    cert.write_bytes(material.fullchain_pem)
+    cert.write_bytes(material.fullchain)
     key.write_bytes(material.key_pem)
     return [str(cert), str(key)]
 

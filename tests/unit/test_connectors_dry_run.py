@@ -17,11 +17,12 @@ import pytest
 from click.testing import CliRunner
 
 from certctl.cli import main
+from certctl.connectors.targets.base import Material
 from certctl.connectors.targets.dry_run import validate_target
 from certctl.connectors.targets.registry import load_connector
 from certctl.core.model import TargetType
 from certctl.deploy import Command, CommandFailed, ValidateFailed
-from certctl.testing.material import Issuer, Material
+from certctl.testing.material import ScratchCA
 from certctl.testing.policy import allowing, write_policy
 
 BINARY = shutil.which("true") or "/bin/true"
@@ -48,7 +49,7 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def version() -> Material:
-    return Issuer("dry run").issue("dry.example.test")
+    return ScratchCA("dry run").issue("dry.example.test")
 
 
 def nginx(live: Path, **extra: Any) -> dict[str, Any]:
@@ -117,7 +118,7 @@ async def test_a_failing_check_is_a_validate_failure_with_its_output(
 
 
 async def test_bad_material_fails_before_any_command(tmp_path: Path, version: Material) -> None:
-    other = Issuer("dry run, other").issue("dry.example.test")
+    other = ScratchCA("dry run, other").issue("dry.example.test")
     connector = load_connector(TargetType.NGINX, nginx(tmp_path))
     recorder = Recorder()
     with pytest.raises(ValidateFailed, match="does not match the certificate"):
@@ -192,7 +193,7 @@ def test_given_material_is_checked(tmp_path: Path, version: Material) -> None:
     cert = tmp_path / "cert.pem"
     cert.write_bytes(version.cert_pem)
     other_key = tmp_path / "other.key"
-    other_key.write_bytes(Issuer("dry run, cli").issue("dry.example.test").key_pem)
+    other_key.write_bytes(ScratchCA("dry run, cli").issue("dry.example.test").key_pem)
     status, message = validate_target("dovecot", config, cert=cert, key=other_key)
     assert status == 1
     assert "does not match the certificate" in message

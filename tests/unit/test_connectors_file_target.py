@@ -10,18 +10,18 @@ from typing import Any
 
 import pytest
 
-from certctl.connectors.targets.base import TargetConfigInvalid
+from certctl.connectors.targets.base import Material, TargetConfigInvalid
 from certctl.connectors.targets.registry import load_connector, target_type
 from certctl.core.model import TargetType
 from certctl.deploy import Endpoint, Engine, FileRole
-from certctl.testing.material import Issuer, Material
+from certctl.testing.material import ScratchCA
 
 BASE = {"cert_path": "/srv/app/tls/cert.pem", "key_path": "/srv/app/tls/key.pem"}
 
 
 @pytest.fixture(scope="module")
 def version() -> Material:
-    return Issuer("file target").issue("app.example.test")
+    return ScratchCA("file target").issue("app.example.test")
 
 
 def plan_of(
@@ -113,14 +113,14 @@ def test_key_path_is_required() -> None:
 
 def test_verification_only_with_an_endpoint(version: Material) -> None:
     plain = load_connector("file", BASE)
-    assert plain.endpoint(version.leaf) is None
-    assert plain.verifier(version.leaf) is None
+    assert plain.endpoint(version.leaf()) is None
+    assert plain.verifier(version.leaf()) is None
     verified = load_connector("file", BASE | {"post_deploy_verify": {"endpoint": "127.0.0.1:8443"}})
-    assert verified.endpoint(version.leaf) == Endpoint("127.0.0.1", 8443, "app.example.test")
+    assert verified.endpoint(version.leaf()) == Endpoint("127.0.0.1", 8443, "app.example.test")
     disabled = load_connector(
         "file", BASE | {"post_deploy_verify": {"endpoint": "127.0.0.1:8443", "enabled": False}}
     )
-    assert disabled.endpoint(version.leaf) is None
+    assert disabled.endpoint(version.leaf()) is None
 
 
 async def test_a_deploy_writes_the_files_and_skips_verification(

@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
+from certctl.connectors.targets.base import Material
 from certctl.connectors.targets.registry import load_connector
 from certctl.core.model import TargetType
 from certctl.deploy import Engine, Result
-from certctl.testing.material import Issuer, Material
+from certctl.testing.material import ScratchCA
 
 ROOT = os.geteuid() == 0
 HOOKS = {"reload_command": "true", "validate_command": "true"}
@@ -89,7 +90,7 @@ LAYOUTS: dict[TargetType, tuple[dict[str, Any], dict[str, tuple[int, int]], tupl
 
 @pytest.fixture(scope="module")
 def version() -> Material:
-    return Issuer("connector files").issue("files.example.test")
+    return ScratchCA("connector files").issue("files.example.test")
 
 
 def config_for(kind: TargetType, directory: Path, **extra: Any) -> dict[str, Any]:
@@ -156,7 +157,7 @@ def test_existing_files_keep_what_the_connector_does_not_force(
 
 @pytest.fixture(scope="module")
 def issuer_two() -> Material:
-    return Issuer("connector files, older").issue("files.example.test")
+    return ScratchCA("connector files, older").issue("files.example.test")
 
 
 @pytest.mark.skipif(not ROOT, reason="giving files to another user needs root")

@@ -20,7 +20,7 @@ import pytest
 
 import certctl
 from certctl.testing import hookwrap
-from certctl.testing.material import Issuer
+from certctl.testing.material import ScratchCA
 from certctl.testing.sidecars import launchers, servers
 from certctl.testing.sidecars.launchers import ContainerSidecar
 from certctl.testing.sidecars.servers import SERVERS, Place, SidecarFailed
@@ -131,7 +131,7 @@ def test_hookwrap_runs_records_and_fails_once(tmp_path: Path) -> None:
 def test_container_definitions_lay_out_before_docker_is_touched(name: str, tmp_path: Path) -> None:
     """What a Docker machine would mount: rendered configs, and the connector's files at
     the same absolute paths inside the container as outside (Envoy's sds.json names them)."""
-    version = Issuer("container layout").issue("localhost")
+    version = ScratchCA("container layout").issue("localhost")
     cert_dir = tmp_path / "certs"
     cert_dir.mkdir()
     sidecar = ContainerSidecar(server=SERVERS[name], prefix=tmp_path, cert_dir=cert_dir)

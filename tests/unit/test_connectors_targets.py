@@ -43,7 +43,7 @@ MINIMAL: dict[TargetType, dict[str, Any]] = {
 
 @pytest.fixture(scope="module")
 def version() -> testing_material.Material:
-    return testing_material.Issuer("connector unit").issue("www.example.test")
+    return testing_material.ScratchCA("connector unit").issue("www.example.test")
 
 
 def plan_files(kind: TargetType, version: testing_material.Material, **extra: Any) -> list[Any]:
@@ -235,7 +235,7 @@ def test_mail_defaults_apply_on_every_load(
     ]
     assert (plan.validate, plan.reload) == (tuple(validate.split()), tuple(reload.split()))
     assert plan.defaults.mode == 0o644
-    endpoint = connector.endpoint(version.leaf)
+    endpoint = connector.endpoint(version.leaf())
     assert endpoint == Endpoint("127.0.0.1", port, "www.example.test")
 
 
@@ -317,15 +317,15 @@ def test_plan_carries_the_common_settings(version: testing_material.Material) ->
 
 def test_verify_endpoint_defaults_and_overrides(version: testing_material.Material) -> None:
     default = load_connector(TargetType.NGINX, NGINX)
-    assert default.endpoint(version.leaf) == Endpoint("127.0.0.1", 443, "www.example.test")
+    assert default.endpoint(version.leaf()) == Endpoint("127.0.0.1", 443, "www.example.test")
     custom = load_connector(
         TargetType.NGINX,
         {**NGINX, "post_deploy_verify": {"endpoint": "[::1]:8443", "server_name": "a.test"}},
     )
-    assert custom.endpoint(version.leaf) == Endpoint("::1", 8443, "a.test")
+    assert custom.endpoint(version.leaf()) == Endpoint("::1", 8443, "a.test")
     off = load_connector(TargetType.NGINX, {**NGINX, "post_deploy_verify": {"enabled": False}})
-    assert off.endpoint(version.leaf) is None
-    assert off.verifier(version.leaf) is None
+    assert off.endpoint(version.leaf()) is None
+    assert off.verifier(version.leaf()) is None
 
 
 @pytest.mark.parametrize("kind", [t for t in TargetType if t is not TargetType.FILE])
@@ -337,4 +337,4 @@ def test_every_connector_verifies_by_default(
     The generic File type is the exception: it has no conventional port to verify
     (``test_connectors_file_target``)."""
     connector = load_connector(kind, MINIMAL[kind])
-    assert connector.verifier(version.leaf) is not None
+    assert connector.verifier(version.leaf()) is not None

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import trio
 
+from certctl.connectors.targets.base import Material
 from certctl.deploy import Command, Engine, File, FileRole, OsFileSystem, Plan, Result, Stat
 from certctl.deploy.apply import VerifyStep
-from certctl.testing.material import Issuer, Material
+from certctl.testing.material import ScratchCA
 
-ISSUER = Issuer()
+ISSUER = ScratchCA()
 WRITERS = [ISSUER.issue(f"writer{n}.example") for n in range(20)]
 RELOAD = ("reload-service",)
 CURRENT = threading.local()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from certctl.connectors.targets.base import Material
 from certctl.deploy import (
     ApplyFailed,
     Engine,
@@ -30,9 +31,9 @@ from certctl.testing.faults import (
     ScriptedRunner,
     SimulatedCrash,
 )
-from certctl.testing.material import Issuer, Material
+from certctl.testing.material import ScratchCA
 
-ISSUER = Issuer()
+ISSUER = ScratchCA()
 as_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="gives files to other owners; run as root (CI does)"
 )
@@ -44,7 +45,7 @@ VALIDATE = ("validate-config",)
 def two_files(directory: Path, material: Material, **plan: object) -> Plan:
     return Plan(
         files=(
-            File(str(directory / "cert.pem"), material.fullchain_pem, FileRole.FULLCHAIN),
+            File(str(directory / "cert.pem"), material.fullchain, FileRole.FULLCHAIN),
             File(str(directory / "key.pem"), material.key_pem, FileRole.KEY),
         ),
         **plan,  # type: ignore[arg-type]
@@ -83,7 +84,7 @@ def test_apply_writes_every_file_runs_hooks_once_and_skips_an_identical_redeploy
     site: Path, engine: Engine, runner: ScriptedRunner
 ) -> None:
     result = engine.apply(two_files(site, V1, validate=VALIDATE, reload=RELOAD))
-    assert live(site) == (V1.fullchain_pem, V1.key_pem)
+    assert live(site) == (V1.fullchain, V1.key_pem)
     assert (result.validated, result.reloaded, result.rolled_back) == (True, True, False)
     assert runner.calls == [VALIDATE, RELOAD]
     again = engine.apply(two_files(site, V1, validate=VALIDATE, reload=RELOAD))
@@ -100,7 +101,7 @@ def test_a_partial_match_still_deploys_every_file(site: Path, engine: Engine) ->
     (site / "key.pem").write_bytes(b"operator edit")
     result = engine.apply(two_files(site, V1))
     assert not result.skipped_as_idempotent
-    assert live(site) == (V1.fullchain_pem, V1.key_pem)
+    assert live(site) == (V1.fullchain, V1.key_pem)
 
 
 def test_validate_failure_leaves_live_files_and_no_temps_or_backups(
@@ -110,7 +111,7 @@ def test_validate_failure_leaves_live_files_and_no_temps_or_backups(
     runner.fail(VALIDATE)
     with pytest.raises(ValidateFailed, match="validate-config exited with status 1"):
         engine.apply(two_files(site, V2, validate=VALIDATE, reload=RELOAD))
-    assert live(site) == (V1.fullchain_pem, V1.key_pem)
+    assert live(site) == (V1.fullchain, V1.key_pem)
     assert RELOAD not in runner.calls
     assert sorted(os.listdir(site)) == ["cert.pem", "key.pem"]
     assert os.listdir(engine.state_dir) == ["locks"]
@@ -126,7 +127,7 @@ def test_reload_failure_restores_bytes_modes_and_owners_and_reloads_again(
     runner.fail(RELOAD, times=1)
     plan = Plan(
         files=(
-            File(str(site / "cert.pem"), V2.fullchain_pem, FileRole.FULLCHAIN),
+            File(str(site / "cert.pem"), V2.fullchain, FileRole.FULLCHAIN),
             File(str(site / "key.pem"), V2.key_pem, FileRole.KEY, 0o600, "0", "0"),
         ),
         reload=RELOAD,
@@ -136,7 +137,7 @@ def test_reload_failure_restores_bytes_modes_and_owners_and_reloads_again(
     assert caught.value.result is not None
     assert caught.value.result.rolled_back
     assert runner.calls == [RELOAD, RELOAD]
-    assert live(site) == (V1.fullchain_pem, V1.key_pem)
+    assert live(site) == (V1.fullchain, V1.key_pem)
     key = os.stat(site / "key.pem")
     assert (stat.S_IMODE(key.st_mode), key.st_uid, key.st_gid) == (0o640, 1234, 4321)
     assert leftovers(site) == []
@@ -163,7 +164,7 @@ def test_reload_failing_twice_is_rollback_failed_with_backups_and_recover_finish
     assert all(p is not None and os.path.exists(p) for p in failure.backup_paths.values())
     assert failure.journal is not None
     assert os.path.exists(failure.journal)
-    assert live(site) == (V1.fullchain_pem, V1.key_pem)
+    assert live(site) == (V1.fullchain, V1.key_pem)
     recoveries = Engine(str(tmp_path / "state"), runner=ScriptedRunner()).recover()
     assert [r.journal for r in recoveries] == [failure.journal]
     assert recoveries[0].restored == ()
@@ -183,9 +184,7 @@ def test_existing_mode_and_owner_are_kept_unless_the_plan_overrides_them(
     assert (stat.S_IMODE(cert.st_mode), cert.st_uid, cert.st_gid) == (0o640, 1001, 1002)
     engine.apply(
         Plan(
-            files=(
-                File(str(site / "cert.pem"), V3.fullchain_pem, FileRole.FULLCHAIN, 0o644, "5", "6"),
-            )
+            files=(File(str(site / "cert.pem"), V3.fullchain, FileRole.FULLCHAIN, 0o644, "5", "6"),)
         )
     )
     cert = os.stat(site / "cert.pem")
@@ -212,7 +211,7 @@ def test_chmod_failure_is_fatal(tmp_path: Path, site: Path, engine: Engine) -> N
     broken = _faulty(tmp_path, site, Fault(0, errno.EPERM, op="chmod"))
     with pytest.raises(ApplyFailed, match=r"staging failed at .*certctl-tmp"):
         broken.apply(two_files(site, V2))
-    assert live(site) == (V1.fullchain_pem, V1.key_pem)
+    assert live(site) == (V1.fullchain, V1.key_pem)
     assert sorted(os.listdir(site)) == ["cert.pem", "key.pem"]
 
 
@@ -224,7 +223,7 @@ def test_chown_failure_is_fatal_only_when_privileged(tmp_path: Path, site: Path)
     assert live(site) == (None, None)
     user = _faulty(tmp_path, site, Fault(0, errno.EPERM, op="chown"), privileged=False)
     result = user.apply(two_files(site, V1, defaults=FileDefaults(owner="1", group="1")))
-    assert live(site) == (V1.fullchain_pem, V1.key_pem)
+    assert live(site) == (V1.fullchain, V1.key_pem)
     assert any("could not chown" in w and "run the agent as root" in w for w in result.warnings)
 
 
@@ -237,7 +236,7 @@ def test_a_mid_loop_rename_failure_restores_and_never_deletes_existing_files(
         broken.apply(two_files(site, V2, backup_retention=-1))
     assert caught.value.result is not None
     assert caught.value.result.rolled_back
-    assert live(site) == (V1.fullchain_pem, V1.key_pem)
+    assert live(site) == (V1.fullchain, V1.key_pem)
     assert sorted(os.listdir(site)) == ["cert.pem", "key.pem"]
 
 
@@ -250,7 +249,7 @@ def test_retention_minus_one_keeps_no_backup_but_still_restores_on_reload_failur
     runner.fail(RELOAD, times=1)
     with pytest.raises(ReloadFailed):
         engine.apply(two_files(site, V3, backup_retention=-1, reload=RELOAD))
-    assert live(site) == (V2.fullchain_pem, V2.key_pem)
+    assert live(site) == (V2.fullchain, V2.key_pem)
     assert sorted(os.listdir(site)) == ["cert.pem", "key.pem"]
 
 
@@ -263,7 +262,7 @@ def test_the_janitor_keeps_the_newest_backups(
         engine.apply(two_files(site, material, backup_retention=retention))
     backups = backups_of(str(site / "cert.pem"), os.listdir(site))
     assert len(backups) == kept
-    assert Path(backups[-1]).read_bytes() == versions[-2].fullchain_pem
+    assert Path(backups[-1]).read_bytes() == versions[-2].fullchain
     (site / "cert.pem.certctl-bak.operator-copy").write_bytes(b"x")
     engine.apply(two_files(site, V1, backup_retention=retention))
     assert (site / "cert.pem.certctl-bak.operator-copy").exists()
@@ -320,13 +319,13 @@ def test_crash_between_renames_is_rolled_back_by_recover(
     crashing = _faulty(tmp_path, site, Fault(2, op="rename"))
     with pytest.raises(SimulatedCrash):
         crashing.apply(two_files(site, V2, reload=RELOAD))
-    assert live(site) == (V2.fullchain_pem, V1.key_pem)  # torn, as the crash left it
+    assert live(site) == (V2.fullchain, V1.key_pem)  # torn, as the crash left it
     runner = ScriptedRunner()
     (recovery,) = Engine(str(tmp_path / "state"), runner=runner).recover()
     assert not recovery.forward
     assert recovery.restored == (str(site / "cert.pem"),)
     assert runner.calls == [RELOAD]
-    assert live(site) == (V1.fullchain_pem, V1.key_pem)
+    assert live(site) == (V1.fullchain, V1.key_pem)
     assert sorted(os.listdir(site)) == ["cert.pem", "key.pem"]
     assert os.listdir(tmp_path / "state") == ["locks"]
 
@@ -337,7 +336,7 @@ def test_crash_after_the_commit_mark_rolls_forward(tmp_path: Path, site: Path) -
         crashing.apply(two_files(site, V1))
     (recovery,) = Engine(str(tmp_path / "state"), runner=ScriptedRunner()).recover()
     assert recovery.forward
-    assert live(site) == (V1.fullchain_pem, V1.key_pem)
+    assert live(site) == (V1.fullchain, V1.key_pem)
 
 
 def test_recover_removes_a_half_written_journal(tmp_path: Path, site: Path) -> None:
@@ -357,7 +356,7 @@ def test_an_unfinished_journal_is_settled_by_the_next_deploy_to_its_paths(
     with pytest.raises(RollbackFailed):
         engine.apply(two_files(site, V2, reload=RELOAD))
     engine.apply(two_files(site, V3))
-    assert live(site) == (V3.fullchain_pem, V3.key_pem)
+    assert live(site) == (V3.fullchain, V3.key_pem)
     assert os.listdir(engine.state_dir) == ["locks"]
     assert len(backups_of(str(site / "cert.pem"), os.listdir(site))) == 1
 
@@ -368,7 +367,7 @@ def test_a_journal_covering_other_paths_blocks_the_deploy(
     runner.fail(RELOAD)
     with pytest.raises(RollbackFailed):
         engine.apply(two_files(site, V1, reload=RELOAD))
-    only_cert = Plan(files=(File(str(site / "cert.pem"), V2.fullchain_pem, FileRole.FULLCHAIN),))
+    only_cert = Plan(files=(File(str(site / "cert.pem"), V2.fullchain, FileRole.FULLCHAIN),))
     with pytest.raises(RecoveryPending, match=r"also covers .*key\.pem"):
         engine.apply(only_cert)
 
@@ -396,7 +395,7 @@ def test_recover_accepts_one_journal_path(tmp_path: Path, site: Path, engine: En
     (journal,) = (n for n in os.listdir(tmp_path / "state") if n.endswith(".json"))
     (recovery,) = Engine(str(tmp_path / "state")).recover(str(tmp_path / "state" / journal))
     assert recovery.restored == ()
-    assert live(site) == (V1.fullchain_pem, V1.key_pem)
+    assert live(site) == (V1.fullchain, V1.key_pem)
 
 
 def test_an_unreadable_journal_asks_for_a_human(tmp_path: Path, engine: Engine) -> None:
@@ -426,7 +425,7 @@ def test_a_deploy_never_proceeds_over_a_journal_it_could_not_finish(
     with pytest.raises(ApplyFailed, match="could not finish unfinished deploy journal"):
         stuck.apply(two_files(site, V3))
     assert os.path.exists(journal)
-    assert live(site) == (V1.fullchain_pem, V1.key_pem)
+    assert live(site) == (V1.fullchain, V1.key_pem)
     engine.apply(two_files(site, V3))
-    assert live(site) == (V3.fullchain_pem, V3.key_pem)
+    assert live(site) == (V3.fullchain, V3.key_pem)
     assert not os.path.exists(journal)

@@ -9,10 +9,10 @@ from cryptography.hazmat.primitives import serialization
 
 from certctl.deploy import File, FileRole, ValidateFailed
 from certctl.deploy.material import check_material
-from certctl.testing.material import Issuer
+from certctl.testing.material import ScratchCA
 
-ISSUER = Issuer()
-OTHER_CA = Issuer("other")
+ISSUER = ScratchCA()
+OTHER_CA = ScratchCA("other")
 GOOD = ISSUER.issue("good.example")
 NEXT = ISSUER.issue("next.example")
 NOW = ISSUER.now
@@ -22,12 +22,12 @@ def test_a_consistent_set_passes_and_yields_the_leaf() -> None:
     files = [
         File("/t/cert.pem", GOOD.cert_pem, FileRole.CERT),
         File("/t/chain.pem", GOOD.chain_pem, FileRole.CHAIN),
-        File("/t/fullchain.pem", GOOD.fullchain_pem, FileRole.FULLCHAIN),
+        File("/t/fullchain.pem", GOOD.fullchain, FileRole.FULLCHAIN),
         File("/t/key.pem", GOOD.key_pem, FileRole.KEY),
-        File("/t/site.pem", GOOD.combined_pem, FileRole.COMBINED),
+        File("/t/site.pem", GOOD.combined, FileRole.COMBINED),
         File("/t/notes.txt", b"not pem at all", FileRole.OTHER),
     ]
-    assert check_material(files, NOW) == GOOD.leaf
+    assert check_material(files, NOW) == GOOD.leaf()
 
 
 @pytest.mark.parametrize(
@@ -41,13 +41,13 @@ def test_a_consistent_set_passes_and_yields_the_leaf() -> None:
             "/t/key.pem holds a private key that does not match the certificate in /t/cert.pem",
         ),
         (
-            [File("/t/site.pem", GOOD.fullchain_pem + NEXT.key_pem, FileRole.COMBINED)],
+            [File("/t/site.pem", GOOD.fullchain + NEXT.key_pem, FileRole.COMBINED)],
             "does not match",
         ),
         (
             [
                 File("/t/cert.pem", GOOD.cert_pem, FileRole.CERT),
-                File("/t/fullchain.pem", NEXT.fullchain_pem, FileRole.FULLCHAIN),
+                File("/t/fullchain.pem", NEXT.fullchain, FileRole.FULLCHAIN),
             ],
             "hold different leaf certificates",
         ),
@@ -62,7 +62,7 @@ def test_a_consistent_set_passes_and_yields_the_leaf() -> None:
             ],
             "/t/chain.pem: 'CN=good.example' is not followed by its issuer",
         ),
-        ([File("/t/cert.pem", GOOD.fullchain_pem, FileRole.CERT)], "holds 2 certificates"),
+        ([File("/t/cert.pem", GOOD.fullchain, FileRole.CERT)], "holds 2 certificates"),
         (
             [File("/t/cert.pem", b"-----BEGIN CERTIFICATE-----\nAAAA\n", FileRole.CERT)],
             "not usable",

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from certctl.connectors.targets.base import Material
 from certctl.deploy import (
     Engine,
     File,
@@ -21,9 +22,9 @@ from certctl.deploy import (
 )
 from certctl.deploy.metrics import REGISTRY
 from certctl.testing.faults import ScriptedRunner
-from certctl.testing.material import Issuer, Material
+from certctl.testing.material import ScratchCA
 
-ISSUER = Issuer()
+ISSUER = ScratchCA()
 V1, V2 = ISSUER.issue("m1.example"), ISSUER.issue("m2.example")
 VALIDATE, RELOAD = ("validate-config",), ("reload-service",)
 _types = itertools.count()
@@ -46,7 +47,7 @@ class Deployer:
     def plan(self, material: Material) -> Plan:
         return Plan(
             files=(
-                File(str(self.site / "cert.pem"), material.fullchain_pem, FileRole.FULLCHAIN),
+                File(str(self.site / "cert.pem"), material.fullchain, FileRole.FULLCHAIN),
                 File(str(self.site / "key.pem"), material.key_pem, FileRole.KEY),
             ),
             validate=VALIDATE,
@@ -82,7 +83,7 @@ def test_validate_failures_count_the_command_and_the_material_check(deployer: De
     deployer.runner.fail(VALIDATE, times=1)
     with pytest.raises(ValidateFailed):
         deployer.engine.apply(deployer.plan(V1))
-    mismatched = Material(V1.leaf, V1.cert_pem, V1.chain_pem, V2.key_pem)
+    mismatched = Material(V1.cert_pem, V1.chain_pem, V2.key_pem)
     with pytest.raises(ValidateFailed):
         deployer.engine.apply(deployer.plan(mismatched))
     assert deployer.count("certctl_deploy_validate_failures_total") == 2

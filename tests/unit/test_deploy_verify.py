@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import trio
 
+from certctl.connectors.targets.base import Material
 from certctl.core.backoff import Backoff
 from certctl.deploy import Endpoint, Engine, File, FileRole, Plan, TLSVerifier, VerifyFailed
 from certctl.pki.pem import fingerprint_sha256
 from certctl.testing.faults import ScriptedRunner
-from certctl.testing.material import Issuer, Material
+from certctl.testing.material import ScratchCA
 
-ISSUER = Issuer()
+ISSUER = ScratchCA()
 SERVED = ISSUER.issue("served.example")
 OTHER = ISSUER.issue("other.example")
 FAST = Backoff(initial=0.05, cap=0.08)
@@ -32,7 +33,7 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
 
 def write_pair(directory: Path, material: Material) -> tuple[Path, Path]:
     cert, key = directory / "served-cert.pem", directory / "served-key.pem"
-    cert.write_bytes(material.fullchain_pem)
+    cert.write_bytes(material.fullchain)
     key.write_bytes(material.key_pem)
     return cert, key
 
@@ -73,12 +74,12 @@ async def test_the_served_leaf_matches_and_the_result_describes_it(tmp_path: Pat
     async with trio.open_nursery() as nursery:
         port = await server.start(nursery)
         endpoint = Endpoint("127.0.0.1", port, server_name="served.example")
-        result = await TLSVerifier(endpoint, backoff=FAST).verify(SERVED.leaf)
+        result = await TLSVerifier(endpoint, backoff=FAST).verify(SERVED.leaf())
         nursery.cancel_scope.cancel()
-    assert result.fingerprint == fingerprint_sha256(SERVED.leaf)
+    assert result.fingerprint == fingerprint_sha256(SERVED.leaf())
     assert result.tls_version == "TLS 1.3"
     assert result.subject == "CN=served.example"
-    assert result.not_after == SERVED.leaf.not_valid_after_utc
+    assert result.not_after == SERVED.leaf().not_valid_after_utc
     assert (result.attempts, result.endpoint, result.server_name) == (
         1,
         f"127.0.0.1:{port}",
@@ -93,7 +94,7 @@ async def test_a_mismatch_is_retried_with_backoff_then_fails(tmp_path: Path) -> 
         port = await server.start(nursery)
         started = time.monotonic()
         with pytest.raises(VerifyFailed, match="after 3 attempts, last: served SHA-256"):
-            await TLSVerifier(Endpoint("localhost", port), backoff=FAST).verify(OTHER.leaf)
+            await TLSVerifier(Endpoint("localhost", port), backoff=FAST).verify(OTHER.leaf())
         elapsed = time.monotonic() - started
         nursery.cancel_scope.cancel()
     assert server.handshakes == 3
@@ -107,7 +108,7 @@ async def test_an_unreachable_endpoint_fails_after_its_attempts() -> None:
         port = probe.getsockname()[1]  # bound but never listening: connection refused
         verifier = TLSVerifier(Endpoint("127.0.0.1", port), attempts=2, backoff=FAST)
         with pytest.raises(VerifyFailed, match="after 2 attempts, last: handshake failed"):
-            await verifier.verify(SERVED.leaf)
+            await verifier.verify(SERVED.leaf())
 
 
 def test_attempts_must_be_positive() -> None:
@@ -118,7 +119,7 @@ def test_attempts_must_be_positive() -> None:
 def deploy_plan(site: Path, material: Material) -> Plan:
     return Plan(
         files=(
-            File(str(site / "cert.pem"), material.fullchain_pem, FileRole.FULLCHAIN),
+            File(str(site / "cert.pem"), material.fullchain, FileRole.FULLCHAIN),
             File(str(site / "key.pem"), material.key_pem, FileRole.KEY),
         ),
         reload=RELOAD,
@@ -142,7 +143,7 @@ async def test_deploy_verifies_against_a_server_serving_the_live_files(tmp_path:
         result = await engine.deploy(deploy_plan(site, OTHER), verifier)
         nursery.cancel_scope.cancel()
     assert result.verification is not None
-    assert result.verification.fingerprint == fingerprint_sha256(OTHER.leaf)
+    assert result.verification.fingerprint == fingerprint_sha256(OTHER.leaf())
     assert runner.calls == [RELOAD]
 
 
@@ -161,6 +162,6 @@ async def test_deploy_rolls_back_and_reloads_when_the_server_serves_something_el
         with pytest.raises(VerifyFailed, match="previous files are in place and reloaded"):
             await engine.deploy(deploy_plan(site, OTHER), verifier)
         nursery.cancel_scope.cancel()
-    assert (site / "cert.pem").read_bytes() == SERVED.fullchain_pem
+    assert (site / "cert.pem").read_bytes() == SERVED.fullchain
     assert (site / "key.pem").read_bytes() == SERVED.key_pem
     assert runner.calls == [RELOAD, RELOAD, RELOAD]

@@ -20,12 +20,12 @@ async def env(tmp_path: Path) -> ServiceEnv:
 
 
 async def test_create_generates_an_id_and_update_keeps_the_creation_time(env: ServiceEnv) -> None:
-    created = await inventory.create_team(
+    created = await inventory.TEAMS.create(
         env.services, OPERATOR, inventory.TeamInput(name="web", description="")
     )
     assert created.id.startswith("team-")
 
-    updated = await inventory.update_team(
+    updated = await inventory.TEAMS.update(
         env.services, OPERATOR, created.id, inventory.TeamInput(name="web", description="d")
     )
     assert (updated.created_at, updated.description) == (created.created_at, "d")
@@ -37,7 +37,7 @@ async def test_create_generates_an_id_and_update_keeps_the_creation_time(env: Se
 
 async def test_an_id_in_the_body_must_match_the_path(env: ServiceEnv) -> None:
     with pytest.raises(InvalidInput, match="differs from the path"):
-        await inventory.update_team(
+        await inventory.TEAMS.update(
             env.services,
             OPERATOR,
             "team-1",
@@ -47,7 +47,7 @@ async def test_an_id_in_the_body_must_match_the_path(env: ServiceEnv) -> None:
 
 async def test_a_target_update_leaves_unset_fields_and_checks_the_config(env: ServiceEnv) -> None:
     web = await env.agent("web-01")
-    target = await inventory.create_target(
+    target = await inventory.TARGETS.create(
         env.services,
         OPERATOR,
         inventory.TargetInput(
@@ -58,11 +58,11 @@ async def test_a_target_update_leaves_unset_fields_and_checks_the_config(env: Se
             enabled=True,
         ),
     )
-    renamed = await inventory.update_target(
+    renamed = await inventory.TARGETS.update(
         env.services, OPERATOR, target.id, inventory.TargetChanges(name="renamed")
     )
     assert (renamed.name, renamed.config, renamed.enabled) == ("renamed", target.config, True)
     with pytest.raises(InvalidInput):
-        await inventory.update_target(
+        await inventory.TARGETS.update(
             env.services, OPERATOR, target.id, inventory.TargetChanges(config={"cert_path": "x"})
         )

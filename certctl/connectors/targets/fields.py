@@ -16,19 +16,9 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer
 
+from certctl.core.durations import parse_duration as core_parse_duration
 from certctl.deploy import Command, CommandInvalid, parse_command
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_DURATION = re.compile(rf"(?:{_DURATION_PART.pattern})+")
-_UNIT_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
 _MODE = re.compile(r"(?:0o|0)?([0-7]{3,4})")
 SPECIAL_BITS = 0o7000
 """setuid, setgid and sticky: never set on a deployed file."""
@@ -49,21 +39,20 @@ host policy is the real boundary; this refusal on both ends is defence in depth.
 
 
 def parse_duration(value: object) -> float:
-    """``"10s"``, ``"250ms"``, ``"1m30s"`` (Go's spelling) to seconds; must be positive."""
-    if not isinstance(value, str) or not _DURATION.fullmatch(value.strip()):
-        raise ValueError(
+    """A target config's duration in seconds: a string in the one grammar
+    (``certctl.core.durations``), never a bare number, and positive."""
+    if not isinstance(value, str):
+        raise ValueError(  # noqa: TRY004 - pydantic reports ValueError as a field error
             f"{value!r} is not a duration; write a number with a unit, like '10s' or '500ms'"
         )
-    seconds = sum(
-        float(number) * _UNIT_SECONDS[unit]
-        for number, unit in _DURATION_PART.findall(value.strip())
-    )
+    seconds = core_parse_duration(value).total_seconds()
     if seconds <= 0:
         raise ValueError(f"{value!r} is not a positive duration; give at least '1ms'")
     return seconds
 
 
-def format_duration(seconds: float) -> str:
+def show_seconds(seconds: float) -> str:
+    """How a target config shows a duration: in seconds, or milliseconds below one."""
     return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
 
 
@@ -182,7 +171,7 @@ def parse_host_port(value: object) -> HostPort:
 
 
 Duration = Annotated[
-    float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
+    float, BeforeValidator(parse_duration), PlainSerializer(show_seconds, return_type=str)
 ]
 FileMode = Annotated[
     int, BeforeValidator(parse_mode), PlainSerializer(lambda m: f"{m:04o}", return_type=str)

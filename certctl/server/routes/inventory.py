@@ -5,7 +5,7 @@ codes); ids, entities and audit events are the services' business."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ blueprint = Blueprint("inventory", __name__, url_prefix="/api/v1")
 @dataclass(frozen=True, slots=True)
 class Resource:
     """One kind: its path, schemas, how a body becomes the service's input, and the
-    service's use cases (``delete`` is ``None`` for kinds that are never deleted)."""
+    service's description of the kind (which owns every use case)."""
 
     path: str
     shown_as: Any
@@ -45,11 +45,7 @@ class Resource:
     update_model: type[BaseModel]
     create_input: Callable[[Any], Any]
     update_input: Callable[[Any], Any]
-    list_: Callable[..., Awaitable[Sequence[Any]]]
-    create: Callable[..., Awaitable[Any]]
-    get: Callable[..., Awaitable[Any]]
-    update: Callable[..., Awaitable[Any]]
-    delete: Callable[..., Awaitable[None]] | None
+    kind: inv.Kind[Any, Any, Any]
 
 
 def _fields(cls: Callable[..., Any]) -> Callable[[BaseModel], Any]:
@@ -61,36 +57,23 @@ def _changes(data: BaseModel) -> inv.TargetChanges:
     return inv.TargetChanges(**data.model_dump(exclude_unset=True))
 
 
+_Bodies = tuple[type[BaseModel], type[BaseModel], Callable[[Any], Any], Callable[[Any], Any]]
+
+
+def _same(model: type[BaseModel], cls: Callable[..., Any]) -> _Bodies:
+    """The schemas and inputs of a kind whose create and replace bodies are the same."""
+    return model, model, _fields(cls), _fields(cls)
+
+
 RESOURCES: Sequence[Resource] = (
-    Resource(
-        "teams", Team, TeamIn, TeamIn, _fields(inv.TeamInput), _fields(inv.TeamInput),
-        inv.list_teams, inv.create_team, inv.get_team, inv.update_team, inv.delete_team,
-    ),
-    Resource(
-        "owners", Owner, OwnerIn, OwnerIn, _fields(inv.OwnerInput), _fields(inv.OwnerInput),
-        inv.list_owners, inv.create_owner, inv.get_owner, inv.update_owner, inv.delete_owner,
-    ),
-    Resource(
-        "renewal-policies", RenewalPolicy, PolicyIn, PolicyIn,
-        _fields(inv.PolicyInput), _fields(inv.PolicyInput),
-        inv.list_policies, inv.create_policy, inv.get_policy, inv.update_policy,
-        inv.delete_policy,
-    ),
-    Resource(
-        "profiles", CertificateProfile, ProfileIn, ProfileIn,
-        _fields(inv.ProfileInput), _fields(inv.ProfileInput),
-        inv.list_profiles, inv.create_profile, inv.get_profile, inv.update_profile,
-        inv.delete_profile,
-    ),
-    Resource(
-        "issuers", IssuerOut, IssuerIn, IssuerIn,
-        _fields(inv.IssuerInput), _fields(inv.IssuerInput),
-        inv.list_issuers, inv.create_issuer, inv.get_issuer, inv.update_issuer,
-        inv.delete_issuer,
-    ),
+    Resource("teams", Team, *_same(TeamIn, inv.TeamInput), inv.TEAMS),
+    Resource("owners", Owner, *_same(OwnerIn, inv.OwnerInput), inv.OWNERS),
+    Resource("renewal-policies", RenewalPolicy, *_same(PolicyIn, inv.PolicyInput), inv.POLICIES),
+    Resource("profiles", CertificateProfile, *_same(ProfileIn, inv.ProfileInput), inv.PROFILES),
+    Resource("issuers", IssuerOut, *_same(IssuerIn, inv.IssuerInput), inv.ISSUERS),
     Resource(
         "targets", TargetOut, TargetIn, TargetUpdate, _fields(inv.TargetInput), _changes,
-        inv.list_targets, inv.create_target, inv.get_target, inv.update_target, None,
+        inv.TARGETS,
     ),
 )  # fmt: skip
 
@@ -101,20 +84,20 @@ def _register(resource: Resource) -> None:
 
     @answers(Items[resource.shown_as])  # type: ignore[name-defined]
     async def list_all() -> Answer:
-        return {"items": await resource.list_(services())}, 200
+        return {"items": await resource.kind.list(services())}, 200
 
     @answers(resource.shown_as, 201, errors=(404, 409))
     async def create(data: BaseModel) -> Answer:
-        return await resource.create(services(), actor(), resource.create_input(data)), 201
+        return await resource.kind.create(services(), actor(), resource.create_input(data)), 201
 
     @answers(resource.shown_as, errors=(404,))
     async def get(entity_id: str) -> Answer:
-        return await resource.get(services(), entity_id), 200
+        return await resource.kind.get(services(), entity_id), 200
 
     @answers(resource.shown_as, errors=(404, 409))
     async def update(entity_id: str, data: BaseModel) -> Answer:
-        changed = await resource.update(services(), actor(), entity_id, resource.update_input(data))
-        return changed, 200
+        changes = resource.update_input(data)
+        return await resource.kind.update(services(), actor(), entity_id, changes), 200
 
     blueprint.add_url_rule(base, f"list_{endpoint}", list_all, methods=["GET"])
     blueprint.add_url_rule(
@@ -128,12 +111,11 @@ def _register(resource: Resource) -> None:
         validate_request(resource.update_model)(update),
         methods=["PUT"],
     )
-    if resource.delete is not None:
-        remove = resource.delete
+    if resource.kind.remove is not None:
 
         @answers(Deleted, errors=(404, 409))
         async def delete(entity_id: str) -> Answer:
-            await remove(services(), actor(), entity_id)
+            await resource.kind.delete(services(), actor(), entity_id)
             return {"deleted": entity_id}, 200
 
         blueprint.add_url_rule(

@@ -159,7 +159,7 @@ def _hooks(commands: Commands) -> dict[str, Any]:
     return {"reload_command": list(commands.reload), "validate_command": list(commands.validate)}
 
 
-class Nginx(Server):
+class NginxServer(Server):
     name = "nginx"
     target_type = TargetType.NGINX
     package = "nginx"
@@ -176,7 +176,7 @@ class Nginx(Server):
         return Commands(start=base, reload=(*base, "-s", "reload"), validate=(*base, "-t", "-q"))
 
 
-class HAProxy(Server):
+class HAProxyServer(Server):
     """Master-worker mode: ``SIGUSR2`` to the master is HAProxy's hitless reload."""
 
     name = "haproxy"
@@ -205,7 +205,7 @@ class HAProxy(Server):
         return _paths(certs, pem_path="site.pem") | _hooks(commands)
 
 
-class Apache(Server):
+class ApacheServer(Server):
     name = "apache"
     target_type = TargetType.APACHE
     package = "apache2"
@@ -237,7 +237,7 @@ class Apache(Server):
         return paths | _hooks(commands)
 
 
-class Caddy(Server):
+class CaddyServer(Server):
     """File mode by default (reload through ``caddy reload``); tests switch to API mode."""
 
     name = "caddy"
@@ -265,7 +265,7 @@ class Caddy(Server):
         return {"cert_dir": certs, "mode": "file"} | _hooks(commands)
 
 
-class Postfix(Server):
+class PostfixServer(Server):
     """STARTTLS on ``smtp`` and implicit TLS (wrapper mode) on ``smtps``, no chroot."""
 
     name = "postfix"
@@ -294,7 +294,7 @@ class Postfix(Server):
         shutil.chown(f"{place.run}/data", user="postfix")
 
 
-class Dovecot(Server):
+class DovecotServer(Server):
     """STARTTLS on ``imap`` and implicit TLS on ``imaps``."""
 
     name = "dovecot"
@@ -320,7 +320,7 @@ class Dovecot(Server):
         return Commands(start=(*local.start, "-F"), reload=local.reload, validate=local.validate)
 
 
-class Traefik(Server):
+class TraefikServer(Server):
     """Reloads when its file provider sees the renames in the watched cert directory."""
 
     name = "traefik"
@@ -340,7 +340,7 @@ class Traefik(Server):
         return {"cert_dir": certs}
 
 
-class Envoy(Server):
+class EnvoyServer(Server):
     """Serves the SDS secret in ``sds.json``, reloaded when the cert directory changes."""
 
     name = "envoy"
@@ -362,7 +362,16 @@ class Envoy(Server):
 
 SERVERS: Mapping[str, Server] = {
     server.name: server
-    for server in (Nginx(), HAProxy(), Apache(), Caddy(), Postfix(), Dovecot(), Traefik(), Envoy())
+    for server in (
+        NginxServer(),
+        HAProxyServer(),
+        ApacheServer(),
+        CaddyServer(),
+        PostfixServer(),
+        DovecotServer(),
+        TraefikServer(),
+        EnvoyServer(),
+    )
 }
 # Connector configs for sidecars verify quickly: tests deploy hundreds of times, and a
 # reload that lands after the first handshake should cost 50 ms, not the default 1 s.
