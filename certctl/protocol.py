@@ -14,10 +14,19 @@ can add one without breaking older agents. This module imports nothing of ours b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import quote, unquote
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 
 from certctl.core.model import (
     AgentStatus,
@@ -29,6 +38,7 @@ from certctl.core.model import (
 from certctl.core.text import bound_free_text, describe, hostile_in_name, hostile_in_text
 
 __all__ = [
+    "FACT_HEADERS",
     "PEM",
     "AgentIdentity",
     "AgentRequest",
@@ -49,6 +59,8 @@ __all__ = [
     "Verification",
     "Work",
     "WorkItem",
+    "fact_headers",
+    "facts_from_headers",
     "printable",
 ]
 
@@ -156,10 +168,54 @@ class WorkItem(ServerAnswer):
 
 
 class Work(ServerAnswer):
-    """``GET /agents/{id}/work``."""
+    """``GET /agents/{id}/work``.
+
+    ``wait_seconds`` is how long the server was prepared to hold this poll: 0 means a
+    short poll (the agent asked for none, the server predates long polls and so leaves
+    the field out, or this replica already holds its maximum of waiting polls), and the
+    agent then polls on its interval and sends heartbeats; above 0 the poll itself is the
+    heartbeat and the agent asks again as soon as it has handled the answer.
+    """
 
     count: int
     jobs: tuple[WorkItem, ...]
+    wait_seconds: int = 0
+
+
+FACT_HEADERS = {
+    "hostname": "Certctl-Hostname",
+    "os": "Certctl-Os",
+    "architecture": "Certctl-Architecture",
+    "ip_address": "Certctl-Ip-Address",
+    "version": "Certctl-Version",
+}
+"""A long poll carries the heartbeat's facts in these request headers (a GET has no
+body), each value percent-encoded UTF-8 (a header is ASCII); an absent header leaves the
+stored fact as it is, as in the heartbeat body."""
+
+
+def fact_headers(facts: HostFacts) -> dict[str, str]:
+    """The headers an agent sends its facts in."""
+    return {FACT_HEADERS[n]: quote(v, safe="") for n, v in facts.present().items()}
+
+
+def facts_from_headers(lookup: Callable[[str], str | None]) -> HostFacts:
+    """The facts a poll's headers carry (``lookup`` finds a header by name), validated
+    like a heartbeat body; ``ValueError`` names the header at fault."""
+    values = {}
+    for name, header in FACT_HEADERS.items():
+        try:
+            values[name] = unquote(lookup(header) or "", errors="strict")
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"header {header} is not percent-encoded UTF-8; encode the value so."
+            ) from None
+    try:
+        return HostFacts(**values)
+    except ValidationError as exc:
+        problem = exc.errors(include_url=False)[0]
+        where = FACT_HEADERS.get(str(problem["loc"][0]), "a fact header")
+        raise ValueError(f"header {where}: {problem['msg']}; send one printable line.") from None
 
 
 class TargetList(ServerAnswer):

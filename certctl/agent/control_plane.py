@@ -23,7 +23,7 @@ from certctl.protocol import (
     IssuedVersion,
     TargetSpec,
     Verification,
-    WorkItem,
+    Work,
 )
 
 
@@ -62,9 +62,18 @@ class ControlPlane(Protocol):
 
     async def heartbeat(self, agent: AgentIdentity, facts: HostFacts) -> None: ...
 
-    async def work(self, agent: AgentIdentity, *, resume: bool = False) -> Sequence[WorkItem]:
+    async def work(
+        self,
+        agent: AgentIdentity,
+        *,
+        resume: bool = False,
+        wait: int = 0,
+        facts: HostFacts | None = None,
+    ) -> Work:
         """Claimed work; ``resume`` also returns this agent's deployments already Running
-        (the first poll after a start, so jobs interrupted by a crash are finished)."""
+        (the first poll after a start, so jobs interrupted by a crash are finished).
+        ``wait`` > 0 asks the server to hold the poll until there is work (a long poll,
+        carrying ``facts`` as its heartbeat); ``Work.wait_seconds`` says whether it did."""
 
     async def submit_csr(
         self, agent: AgentIdentity, job_id: str, csr_pem: str

@@ -44,7 +44,7 @@ from certctl.protocol import (
     TargetSpec,
     Verification,
     Work,
-    WorkItem,
+    fact_headers,
 )
 
 TIMEOUT_SECONDS = 30.0
@@ -115,10 +115,26 @@ class HttpControlPlane:
     async def heartbeat(self, agent: AgentIdentity, facts: HostFacts) -> None:
         await self._send("POST", _path(agent, "heartbeat"), agent.agent_key, facts.present())
 
-    async def work(self, agent: AgentIdentity, *, resume: bool = False) -> Sequence[WorkItem]:
-        path = _path(agent, "work") + ("?resume=true" if resume else "")
-        answer = await self._call("GET", path, agent.agent_key, Work)
-        return answer.jobs
+    async def work(
+        self,
+        agent: AgentIdentity,
+        *,
+        resume: bool = False,
+        wait: int = 0,
+        facts: HostFacts | None = None,
+    ) -> Work:
+        query = "&".join(
+            part
+            for part in ("resume=true" if resume else "", f"wait={wait}" if wait else "")
+            if part
+        )
+        path = _path(agent, "work") + (f"?{query}" if query else "")
+        # The server may hold the poll for ``wait`` seconds before it answers a byte.
+        timeout = httpx.Timeout(TIMEOUT_SECONDS, read=wait + TIMEOUT_SECONDS)
+        headers = fact_headers(facts) if facts is not None and wait else {}
+        return await self._call(
+            "GET", path, agent.agent_key, Work, timeout=timeout, headers=headers
+        )
 
     async def submit_csr(self, agent: AgentIdentity, job_id: str, csr_pem: str) -> IssuedVersion:
         body = CSRSubmission(job_id=job_id, csr_pem=csr_pem).model_dump()
@@ -157,9 +173,12 @@ class HttpControlPlane:
         token: str,
         shape: type[_T],
         body: Mapping[str, Any] | None = None,
+        *,
+        timeout: httpx.Timeout | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> _T:
         """One request, its answer parsed as ``shape``."""
-        response = await self._send(method, path, token, body)
+        response = await self._send(method, path, token, body, timeout=timeout, headers=headers)
         try:
             return shape.model_validate_json(response.content)
         except ValidationError as exc:
@@ -174,11 +193,22 @@ class HttpControlPlane:
             ) from None
 
     async def _send(
-        self, method: str, path: str, token: str, body: Mapping[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        token: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        timeout: httpx.Timeout | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         try:
             response = await self._client.request(
-                method, path, json=body, headers={"Authorization": f"Bearer {token}"}
+                method,
+                path,
+                json=body,
+                headers={**(headers or {}), "Authorization": f"Bearer {token}"},
+                timeout=timeout if timeout is not None else TIMEOUT_SECONDS,
             )
         except httpx.TransportError as exc:
             raise ControlPlaneError(_unreachable(self._url, exc)) from exc

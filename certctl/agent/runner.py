@@ -1,10 +1,14 @@
 """The agent process: recover, register, then heartbeat and poll until retired or stopped.
 
-Two loops run in one nursery. The heartbeat keeps the agent Online; the poll claims work
-and runs every item of one poll concurrently (deploys to one target are serialized by the
-``Deployer``) before sleeping again, so an AwaitingCSR job that is listed on every poll
-is never handled twice at once. Poll errors back off exponentially with jitter, so a
-fleet does not hammer a control plane that is coming back up.
+Two loops run in one nursery. The poll claims work and runs every item of one answer
+concurrently (deploys to one target are serialized by the ``Deployer``) before it polls
+again, so an AwaitingCSR job that is listed on every poll is never handled twice at once.
+By default each poll is a long poll (``CERTCTL_AGENT_POLL_WAIT``): the server holds it
+until work appears, and it is the agent's heartbeat too, so an idle agent makes one
+request a minute. Against a server that answers at once (older, or at its cap of waiting
+polls) the agent short-polls on ``CERTCTL_AGENT_POLL_INTERVAL`` and the heartbeat loop
+keeps it Online. Poll errors back off exponentially with jitter, so a fleet does not
+hammer a control plane that is coming back up.
 
 Shutdown is cancellation. A deploy in progress is not cancellable (the engine runs it to
 the end in a worker thread, and its journal makes a crash safe anyway); the report of a
@@ -122,6 +126,8 @@ class AgentRunner:
             jitter=BACKOFF_JITTER,
         )
         self._stopped_by: ControlPlaneError | None = None
+        # When the last poll the server held answered; ``None`` while short-polling.
+        self._long_polled: datetime | None = None
 
     @property
     def settings(self) -> Settings:
@@ -143,8 +149,8 @@ class AgentRunner:
         deployer = await self._prepare()
         identity = await self._identity(retry=False)
         await self._control_plane.heartbeat(identity, self._facts)
-        items = await self._control_plane.work(identity, resume=True)
-        return await self._handle_all(identity, deployer, items)
+        answer = await self._control_plane.work(identity, resume=True)
+        return await self._handle_all(identity, deployer, answer.jobs)
 
     async def dry_run(self) -> list[TargetCheck]:
         """Validate each of this agent's targets with throwaway material; changes nothing.
@@ -226,19 +232,24 @@ class AgentRunner:
             stop.cancel()
 
     async def _heartbeats(self, identity: AgentIdentity) -> NoReturn:
+        """A heartbeat per interval while the agent short-polls; while the server holds
+        its polls, those are the heartbeat and this loop only records liveness."""
         interval = self._settings.agent_heartbeat_interval
         started = self._clock.now()
         answered: datetime | None = None
         while True:
             error = ""
-            try:
-                await self._control_plane.heartbeat(identity, self._facts)
-                answered = self._clock.now()
-            except FATAL:
-                raise
-            except ControlPlaneError as exc:
-                error = str(exc)
-                _log.warning("heartbeat failed", error=error, status=exc.status)
+            if self._long_polled is not None:
+                answered = self._long_polled
+            else:
+                try:
+                    await self._control_plane.heartbeat(identity, self._facts)
+                    answered = self._clock.now()
+                except FATAL:
+                    raise
+                except ControlPlaneError as exc:
+                    error = str(exc)
+                    _log.warning("heartbeat failed", error=error, status=exc.status)
             await self._record_liveness(interval, started, answered, error)
             await trio.sleep(interval.total_seconds())
 
@@ -256,21 +267,31 @@ class AgentRunner:
             _log.error("cannot write the liveness record", error=str(exc))
 
     async def _polls(self, identity: AgentIdentity, deployer: Deployer) -> NoReturn:
+        """Long polls back to back while the server holds them (each answer is handled,
+        then the next poll goes out at once); otherwise, and after work that failed, a
+        pause of the poll interval. A server that does not hold polls (older, or at its
+        cap) is asked again each time, so the agent returns to long polls by itself."""
         failures = 0
         resume = True  # first poll: finish deploys a previous run of this agent claimed
+        wait = int(self._settings.agent_poll_wait.total_seconds())
         while True:
             try:
-                items = await self._control_plane.work(identity, resume=resume)
+                answer = await self._control_plane.work(
+                    identity, resume=resume, wait=wait, facts=self._facts
+                )
             except FATAL:
                 raise
             except ControlPlaneError as exc:
+                self._long_polled = None
                 failures += 1
                 await self._pause("polling for work failed", exc, failures)
                 continue
             failures = 0
             resume = False
-            await self._handle_all(identity, deployer, items)
-            await trio.sleep(self._poll_interval)
+            self._long_polled = self._clock.now() if answer.wait_seconds > 0 else None
+            outcomes = await self._handle_all(identity, deployer, answer.jobs)
+            if self._long_polled is None or not all(o.ok for o in outcomes):
+                await trio.sleep(self._poll_interval)
 
     async def _pause(self, what: str, exc: ControlPlaneError, failures: int) -> None:
         delay = self._backoff.delay(failures, self._random)

@@ -488,6 +488,26 @@ class Settings:
         minimum=_1S,
         doc="An agent silent this long is Offline and its running jobs fail.",
     )
+    agent_poll_wait_max: timedelta = setting(
+        "CERTCTL_AGENT_POLL_WAIT_MAX",
+        _D,
+        timedelta(seconds=55),
+        roles=_SERVER,
+        section=Section.SCHEDULER,
+        doc="Longest an agent's work poll is held open waiting for work (the long poll; "
+        "`0s` answers every poll at once). Below `CERTCTL_AGENT_OFFLINE_AFTER` "
+        "(`LimitInvalid`), and below the idle timeout of any proxy in front of the server.",
+    )
+    max_waiting_agents: int = setting(
+        "CERTCTL_MAX_WAITING_AGENTS",
+        parse_int,
+        20_000,
+        roles=_SERVER,
+        section=Section.SCHEDULER,
+        doc="Long polls one replica holds at once, shared among its workers; polls beyond "
+        "it are answered at once and those agents poll on their interval. *integer* ≥ 1 "
+        "(`LimitInvalid`)",
+    )
     deploy_backup_retention: int = setting(
         "CERTCTL_DEPLOY_BACKUP_RETENTION",
         parse_int,
@@ -576,7 +596,18 @@ class Settings:
         roles=_AGENT,
         section=Section.AGENT,
         minimum=_1S,
-        doc="How often the agent asks for work.",
+        doc="How often the agent asks for work when the server answers at once (a short "
+        "poll), and the pause after a poll whose work failed.",
+    )
+    agent_poll_wait: timedelta = setting(
+        "CERTCTL_AGENT_POLL_WAIT",
+        _D,
+        timedelta(seconds=55),
+        roles=_AGENT,
+        section=Section.AGENT,
+        doc="How long the agent asks the server to hold each work poll until work appears "
+        "(the server may grant less). While the server holds its polls they are the "
+        "heartbeat; `0s` uses short polls and heartbeats, as agents before 1.1 did.",
     )
     agent_heartbeat_interval: timedelta = setting(
         "CERTCTL_AGENT_HEARTBEAT_INTERVAL",
@@ -585,7 +616,7 @@ class Settings:
         roles=_AGENT,
         section=Section.AGENT,
         minimum=_1S,
-        doc="How often the agent reports it is alive.",
+        doc="How often the agent reports it is alive while it short-polls.",
     )
 
     @property

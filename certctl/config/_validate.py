@@ -55,6 +55,7 @@ _AT_LEAST_ONE = (
     "rate_limit_burst",
     "auth_failures_per_minute",
     "auth_failure_burst",
+    "max_waiting_agents",
 )
 
 
@@ -156,6 +157,13 @@ def _check_server(settings: Settings, *, demo: bool) -> None:
         if getattr(settings, name) < 1:
             env = SPECS[name].env
             raise LimitInvalid(env, f"{env} is {getattr(settings, name)}; set it to 1 or more.")
+    if settings.agent_poll_wait_max >= settings.agent_offline_after:
+        raise LimitInvalid(
+            "CERTCTL_AGENT_POLL_WAIT_MAX",
+            f"CERTCTL_AGENT_POLL_WAIT_MAX is {_seconds(settings.agent_poll_wait_max)}, not "
+            f"below CERTCTL_AGENT_OFFLINE_AFTER ({_seconds(settings.agent_offline_after)}), so "
+            "a waiting agent would be marked Offline; lower it.",
+        )
     if settings.database_max_conns < 1:
         raise DatabaseMaxConnsInvalid(
             "CERTCTL_DATABASE_MAX_CONNS",

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import trio
 from quart import Response, g, request
 from quart.json.provider import DefaultJSONProvider, JSONProvider
 from quart_schema import QuartSchema
@@ -47,6 +49,7 @@ from certctl.services import inventory as inventory_service
 from certctl.services.context import Actor, Services, Timeouts
 from certctl.services.errors import Forbidden, ServiceError
 from certctl.services.issuers import IssuerDefaults, IssuerPool
+from certctl.services.wakeups import Wakeups
 from certctl.store.base import Store
 from certctl.store.errors import NotFound
 
@@ -60,6 +63,11 @@ SECURITY_HEADERS = {
 }
 Background = Callable[[Services, Supervisor], Awaitable[None]]
 """A long-lived task of the server (the scheduler), run under the supervisor."""
+SIGHTINGS_LOOP = "agent_sightings"
+PUBLISH_LOOP = "work_publish"
+RELAY_LOOP = "work_relay"
+SIGHTINGS_FLUSH_TIMEOUT = 5.0
+"""Seconds the last liveness write may hold up shutdown."""
 AUTH_AUDIT_EVERY = 10.0
 """Seconds between writes of closed failed-authentication windows to the audit."""
 
@@ -115,7 +123,15 @@ def build_services(settings: Settings, store: Store, clock: Clock) -> Services:
         awaiting_approval=settings.job_awaiting_approval_timeout,
         agent_offline_after=settings.agent_offline_after,
     )
-    return Services(store=store, clock=clock, issuers=IssuerPool(defaults), timeouts=timeouts)
+    # The replica's cap on waiting polls is shared evenly among its worker processes.
+    waiting = math.ceil(settings.max_waiting_agents / max(1, settings.server_workers))
+    return Services(
+        store=store,
+        clock=clock,
+        issuers=IssuerPool(defaults),
+        timeouts=timeouts,
+        wakeups=Wakeups(max_waiting=waiting),
+    )
 
 
 def create_app(
@@ -175,6 +191,7 @@ def create_app(
     async def start() -> None:
         await inventory_service.ensure_defaults(services, issuer_config={})
         app.nursery.start_soon(functools.partial(supervisor.loop, AUDIT_LOOP, buffer.step, every=0))
+        _start_agent_loops(app, services, supervisor)
         app.nursery.start_soon(
             functools.partial(
                 supervisor.loop, "auth_failure_audit", audit_auth_failures, every=AUTH_AUDIT_EVERY
@@ -189,8 +206,37 @@ def create_app(
     async def stop() -> None:
         _audit_windows(services, buffer, throttle.closed_windows(everything=True))
         await buffer.close(settings.audit_flush_timeout.total_seconds())
+        with trio.CancelScope(shield=True), trio.move_on_after(SIGHTINGS_FLUSH_TIMEOUT):
+            await services.sightings.flush(services.store)
 
     return app
+
+
+def stopping(app: QuartTrio) -> None:
+    """The server is shutting down: waiting long polls answer now (their agents poll
+    another replica, or this one once it is back) and no new poll waits."""
+    app.extensions[EXTENSION].services.wakeups.close()
+
+
+def _start_agent_loops(app: QuartTrio, services: Services, supervisor: Supervisor) -> None:
+    """The long poll's background work, supervised like every other loop: the coalesced
+    liveness write, and the relay of work announcements to and from the other replicas."""
+    store, wakeups, sightings = services.store, services.wakeups, services.sightings
+    origin = services.new_id("replica")
+
+    async def flush() -> None:
+        await sightings.flush(store)
+
+    async def publish() -> None:
+        await wakeups.publish_step(store, origin)
+
+    async def relay() -> None:
+        await wakeups.relay(store, origin)
+
+    every = sightings.interval.total_seconds()
+    app.nursery.start_soon(functools.partial(supervisor.loop, SIGHTINGS_LOOP, flush, every=every))
+    app.nursery.start_soon(functools.partial(supervisor.loop, PUBLISH_LOOP, publish, every=0))
+    app.nursery.start_soon(supervisor.keep_running, RELAY_LOOP, relay)
 
 
 def _audit_windows(services: Services, buffer: AuditBuffer, windows: Iterable[Window]) -> None:
@@ -381,7 +427,7 @@ async def _after(response: Response) -> Response:
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
     REQUEST_SECONDS.labels(request.method, route, str(response.status_code)).observe(latency)
     audited = request.path not in UNAUDITED and not request.path.startswith("/.well-known/")
-    if audited and not g.get("unauthenticated", False):
+    if audited and not g.get("unauthenticated", False) and not g.get("liveness", False):
         # Refused credentials are audited per address and window instead (auth_throttle).
         state().audit.add(await _call_event(response.status_code, latency, request_id))
     return response

@@ -75,7 +75,7 @@ def _worker(settings: Settings, sockets: list[socket.socket]) -> None:
 async def _serve(settings: Settings, sockets: list[socket.socket]) -> None:
     # Imported only now that logging is configured: modules of the API layer bind their
     # loggers at import, and a logger bound earlier ignores CERTCTL_LOG_FORMAT and _LEVEL.
-    from certctl.server.app import create_app  # noqa: PLC0415
+    from certctl.server.app import create_app, stopping  # noqa: PLC0415
 
     clock = SystemClock()
     tls = ReloadableTLS(
@@ -90,6 +90,7 @@ async def _serve(settings: Settings, sockets: list[socket.socket]) -> None:
 
         async def stop_requested() -> None:
             async for _ in stop_requests:
+                stopping(app)
                 return
 
         async with (

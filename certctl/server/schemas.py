@@ -339,3 +339,10 @@ class PrometheusText(OtherMedia):
 
 class WorkQuery(Strict):
     resume: bool = False
+    wait: int = Field(
+        default=0,
+        ge=0,
+        le=3600,
+        description="Seconds to hold the poll until work appears (the long poll); the server "
+        "grants at most CERTCTL_AGENT_POLL_WAIT_MAX and says what it granted in wait_seconds.",
+    )

@@ -12,6 +12,8 @@ import hmac
 import secrets
 from collections.abc import Sequence
 
+import trio
+
 from certctl.core import agents as core_agents
 from certctl.core import jobs as core
 from certctl.core.model import (
@@ -35,7 +37,7 @@ from certctl.protocol import (
     Verification,
     WorkItem,
 )
-from certctl.services import audit, jobs
+from certctl.services import audit, jobs, metrics
 from certctl.services.certificates import newest_version, split_chain
 from certctl.services.context import SYSTEM, Actor, Services
 from certctl.services.errors import Forbidden, Gone, InvalidInput, StateConflict
@@ -128,6 +130,7 @@ async def heartbeat(services: Services, agent: Agent, info: HostFacts) -> Heartb
         )
     except Conflict:
         raise Gone(f"agent {agent.id} was retired; stop it.") from None
+    metrics.AGENT_HEARTBEATS.inc()
     return HeartbeatAnswer(status=recorded.status, server_time=now)
 
 
@@ -173,6 +176,61 @@ async def work(
                 target=target,
             )
         )
+    return items
+
+
+async def poll(
+    services: Services,
+    agent: Agent,
+    *,
+    wait: float,
+    facts: HostFacts | None = None,
+    resume: bool = False,
+) -> tuple[list[WorkItem], float]:
+    """``work``, held for up to ``wait`` seconds until there is some: the long poll.
+
+    Returns the items and the wait granted (0: answered as a short poll, because none was
+    asked or this process holds its maximum of waiting polls or is stopping). A granted
+    poll is the agent's heartbeat: it is recorded (coalesced, ``services.sightings``)
+    when it arrives and when it ends. The database is checked when the poll arrives,
+    unless the agent is known idle, and again each time it is woken; a poll that times
+    out has made no query at all.
+    """
+    wakeups = services.wakeups
+    with wakeups.slot(agent.id) as waiter:
+        if wait <= 0 or waiter is None:
+            items = await work(services, agent, resume=resume)
+            metrics.AGENT_POLLS.labels("short", "work" if items else "empty").inc()
+            return items, 0
+        services.sightings.seen(agent.id, services.now(), facts)
+        metrics.WAITING_POLLS.set(wakeups.waiting)
+        items = []
+        with trio.move_on_after(wait):
+            while not wakeups.closed:
+                waiter.arm()
+                if resume or not wakeups.known_idle(agent.id):
+                    items = await _check(services, agent, resume=resume)
+                    resume = False
+                    if items:
+                        break
+                await waiter.event.wait()
+    metrics.WAITING_POLLS.set(wakeups.waiting)
+    services.sightings.seen(agent.id, services.now())
+    metrics.AGENT_POLLS.labels("long", "work" if items else "empty").inc()
+    return items, wait
+
+
+async def _check(services: Services, agent: Agent, *, resume: bool) -> list[WorkItem]:
+    """One database check of a long poll, leaving the agent known idle if it found none."""
+    wakeups = services.wakeups
+    wakeups.checking(agent.id)
+    try:
+        items = await work(services, agent, resume=resume)
+    except BaseException:
+        wakeups.busy(agent.id)
+        raise
+    if items:
+        wakeups.busy(agent.id)
     return items
 
 
@@ -324,9 +382,7 @@ async def update_liveness(services: Services) -> int:
     """Flip agents Online/Offline from their heartbeats; returns how many changed."""
     changed = 0
     for agent in await services.store.list_agents():
-        status = core_agents.status_update(
-            agent, services.now(), services.timeouts.agent_offline_after
-        )
+        status = core_agents.status_update(agent, services.now(), services.offline_after)
         if status is None:
             continue
         try:
@@ -342,7 +398,7 @@ async def update_liveness(services: Services) -> int:
 async def reap_lost(services: Services) -> int:
     """Fail (and so retry) Running jobs of agents that went silent or were retired."""
     now = services.now()
-    offline_after = services.timeouts.agent_offline_after
+    offline_after = services.offline_after
     lost = await services.store.jobs_on_lost_agents(
         now, offline_after=offline_after, limit=jobs.BATCH
     )

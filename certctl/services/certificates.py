@@ -104,6 +104,7 @@ async def create(
             )
         ],
     )
+    await jobs.announce(services, created_jobs)
     return stored, tuple(j.id for j in created_jobs)
 
 
@@ -130,6 +131,9 @@ async def update(
     )
     if stored.target_ids and await services.store.latest_version(cert_id) is None:
         await jobs.start_key_job(services, actor, stored, JobType.ISSUANCE)
+    if set(stored.target_ids) - set(current.target_ids):
+        # A newly mapped target's agent is shown the certificate's AwaitingCSR jobs now.
+        services.wakeups.announce(await jobs.certificate_agents(services, cert_id))
     return stored
 
 
@@ -217,6 +221,7 @@ async def deploy(
             )
         ],
     )
+    await jobs.announce(services, created)
     return tuple(j.id for j in created)
 
 

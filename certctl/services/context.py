@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from certctl.core.clock import Clock
 from certctl.core.model import ActorType, KeyRole
 from certctl.services.issuers import IssuerPool
+from certctl.services.liveness import Sightings
+from certctl.services.wakeups import Wakeups
 from certctl.store.base import Store
 
 
@@ -49,9 +51,17 @@ class Services:
     issuers: IssuerPool
     timeouts: Timeouts = field(default_factory=Timeouts)
     rng: random.Random = field(default_factory=random.SystemRandom)
+    wakeups: Wakeups = field(default_factory=Wakeups)
+    sightings: Sightings = field(default_factory=Sightings)
 
     def now(self) -> datetime:
         return self.clock.now()
+
+    @property
+    def offline_after(self) -> timedelta:
+        """How long an agent may be silent before it is Offline: the setting, plus the
+        delay of a sighting waiting for its coalesced write."""
+        return self.timeouts.agent_offline_after + self.sightings.interval
 
     def new_id(self, prefix: str) -> str:
         """``<prefix>-<24 hex digits>``: 96 random bits, so replicas never collide."""

@@ -86,6 +86,7 @@ async def apply(
     stored = await services.store.transition_job(
         job, new, create=create, deployed_at=deployed_at, audit=events
     )
+    await announce(services, [stored, *create])
     metrics.JOB_TRANSITIONS.labels(stored.type.value, stored.status.value).inc()
     for effect in effects:
         if isinstance(effect, core.JobFailedPermanently):
@@ -204,7 +205,28 @@ async def start_key_job(
         )
     else:
         await services.store.create_jobs([job], audit=events)
+    await announce(services, [job])
     return job
+
+
+async def announce(services: Services, jobs: Sequence[Job]) -> None:
+    """Wake the long polls of the agents ``jobs`` (just committed) are now work for: the
+    agent of each Pending deployment, and for a key job awaiting a CSR the agents of its
+    certificate's targets."""
+    ids = {
+        j.agent_id
+        for j in jobs
+        if j.type is JobType.DEPLOYMENT and j.status is JobStatus.PENDING and j.agent_id
+    }
+    for cert_id in {j.certificate_id for j in jobs if j.status is JobStatus.AWAITING_CSR}:
+        ids.update(await certificate_agents(services, cert_id))
+    services.wakeups.announce(ids)
+
+
+async def certificate_agents(services: Services, cert_id: str) -> set[str]:
+    """The agents of the certificate's targets: who is shown its AwaitingCSR jobs."""
+    targets = await services.store.list_targets(certificate_id=cert_id)
+    return {t.agent_id for t in targets if t.agent_id}
 
 
 async def active_jobs(services: Services, cert_id: str, *types: JobType) -> tuple[Job, ...]:

@@ -45,3 +45,32 @@ AGENTS: Final = Gauge("certctl_agents", "Agents by status.", ["status"], registr
 JOBS: Final = Gauge(
     "certctl_jobs", "Jobs by type and status.", ["type", "status"], registry=REGISTRY
 )
+AGENT_POLLS: Final = Counter(
+    "certctl_agent_polls",
+    "Agent work polls, by mode (long: the server held it; short) and whether they carried "
+    "work. Polls without work are liveness, counted here instead of in the audit trail.",
+    ["mode", "result"],
+    registry=REGISTRY,
+)
+AGENT_HEARTBEATS: Final = Counter(
+    "certctl_agent_heartbeats",
+    "Standalone heartbeats (agents that do not long-poll); liveness, not audited.",
+    registry=REGISTRY,
+)
+WAITING_POLLS: Final = Gauge(
+    "certctl_agent_waiting_polls",
+    "Long polls this process holds now (bounded by CERTCTL_MAX_WAITING_AGENTS).",
+    registry=REGISTRY,
+)
+WORK_ANNOUNCEMENTS: Final = Counter(
+    "certctl_work_announcements",
+    "Agent ids announced to other replicas (sent), heard from them (received), and "
+    "messages on the channel that were not ours (malformed).",
+    ["direction"],
+    registry=REGISTRY,
+)
+SIGHTINGS_WRITTEN: Final = Counter(
+    "certctl_agent_sightings_written",
+    "Agent liveness records written by the coalesced flush.",
+    registry=REGISTRY,
+)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
@@ -174,11 +175,12 @@ class Bridge:
 
         return await self.cross(run)
 
-    async def cross(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def cross(self, call: Callable[[], Awaitable[T]], *, bounded: bool = True) -> T:
         """Await the asyncio coroutine function ``call`` from trio within the command
-        timeout; only store errors (and ``ValueError``) come out."""
+        timeout (without one if not ``bounded``: a wait for the next notification); only
+        store errors (and ``ValueError``) come out."""
         try:
-            with trio.fail_after(self._command_timeout):
+            with trio.fail_after(self._command_timeout if bounded else math.inf):
                 result: T = await trio_asyncio.aio_as_trio(call, loop=self._loop)()
         except trio.TooSlowError:
             raise StoreUnavailable(

@@ -42,6 +42,8 @@ from certctl.store.base import (
     ANY_JOB,
     DEFAULT_PAGE_SIZE,
     EDITABLE_CERTIFICATE_FIELDS,
+    MESSAGE_BYTES,
+    SIGHTING_FACTS,
     AgentDependencies,
     AuditQuery,
     CertificateQuery,
@@ -51,6 +53,7 @@ from certctl.store.base import (
     JobQuery,
     LostAgentJob,
     Page,
+    Sighting,
 )
 from certctl.store.query import (
     Condition,
@@ -172,6 +175,14 @@ class StoreOperations(ABC):
     @abstractmethod
     async def _record_heartbeat(self, agent_id: str, at: datetime, metadata: Row) -> Agent:
         """``record_heartbeat``; empty ``metadata`` values keep the stored ones."""
+
+    @abstractmethod
+    async def _record_seen(self, rows: list[Row]) -> int:
+        """``record_seen``; each row holds ``id``, ``at`` and the five facts."""
+
+    @abstractmethod
+    async def _publish(self, channel: str, messages: list[str]) -> None:
+        """``publish``, of at least one message, each within ``MESSAGE_BYTES``."""
 
     @abstractmethod
     async def _set_agent_status(self, agent_id: str, status: str, seen: datetime | None) -> Agent:
@@ -412,6 +423,29 @@ class StoreOperations(ABC):
         }
         values = {k: scalar(f"heartbeat {k}", v) for k, v in metadata.items()}
         return await self._record_heartbeat(agent_id, scalar("heartbeat at", at), values)
+
+    async def publish(self, channel: str, messages: Sequence[str]) -> None:
+        for message in messages:
+            if len(message.encode()) > MESSAGE_BYTES:
+                raise ValueError(
+                    f"a message on channel {channel} has {len(message.encode())} bytes; "
+                    f"send at most {MESSAGE_BYTES} bytes per message."
+                )
+        if messages:
+            await self._publish(channel, list(messages))
+
+    async def record_seen(self, sightings: Sequence[Sighting]) -> int:
+        rows = [
+            {
+                "id": scalar("sighting agent_id", s.agent_id),
+                "at": scalar("sighting at", s.at),
+                **{name: scalar(f"sighting {name}", getattr(s, name)) for name in SIGHTING_FACTS},
+            }
+            for s in sightings
+        ]
+        if len({row["id"] for row in rows}) != len(rows):
+            raise ValueError("sightings name an agent twice; keep the newest sighting per agent.")
+        return await self._record_seen(rows) if rows else 0
 
     async def set_agent_status(
         self, agent_id: str, status: AgentStatus, *, seen_heartbeat_at: datetime | None

@@ -15,9 +15,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import trio
+
 from certctl.core.model import AuditEvent, CertificateVersion
 from certctl.store.base import Page
-from certctl.store.errors import Conflict, NotFound
+from certctl.store.errors import Conflict, NotFound, StoreUnavailable
 from certctl.store.query import Condition, check_limit, decode_cursor, paged
 from certctl.store.rows import (
     AUDIT,
@@ -66,12 +68,43 @@ class MemoryLeadership:
         self._held = False
 
 
+class MemorySubscription:
+    """A subscriber on ``MemoryStore``'s channel table (see ``Subscription``): what
+    PostgreSQL's ``LISTEN`` does for a session, including breaking when it falls behind."""
+
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel[str](self.LIMIT)
+        self.lost = ""
+
+    def deliver(self, message: str) -> None:
+        try:
+            self._send.send_nowait(message)
+        except trio.WouldBlock:
+            self.lost = f"more than {self.LIMIT} messages were waiting"
+
+    def sever(self, why: str) -> None:
+        """The subscription's session ends; a waiting ``receive`` raises at once."""
+        self.lost = why
+        self._send.close()
+
+    async def receive(self) -> str:
+        if not self.lost:
+            try:
+                return await self._receive.receive()
+            except trio.EndOfChannel:
+                pass
+        raise StoreUnavailable(f"{self.lost}; subscribe again.")
+
+
 class MemoryRows:
     """One in-memory database. Every method is synchronous, so an operation built from
     them runs without an ``await`` and is atomic with respect to other trio tasks; writes
     happen inside ``_transaction``, which undoes them all if the operation raises.
 
-    ``_locks`` is the database's advisory lock table (see ``MemoryLeadership``).
+    ``_locks`` is the database's advisory lock table (see ``MemoryLeadership``),
+    ``_channels`` its ``LISTEN`` sessions by channel (see ``MemorySubscription``).
     """
 
     def __init__(self) -> None:
@@ -81,6 +114,7 @@ class MemoryRows:
         }
         self._undo: list[tuple[Table[Any], Key, Row | None]] | None = None
         self._locks: dict[str, object] = {}
+        self._channels: dict[str, set[MemorySubscription]] = {}
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

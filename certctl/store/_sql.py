@@ -320,6 +320,19 @@ HEARTBEAT: Final = (
     f"WHERE t.id = $1 AND t.retired_at IS NULL RETURNING {columns(AGENTS, 't')}"
 )
 
+SEEN: Final = (
+    "UPDATE agents t SET last_heartbeat_at = GREATEST(t.last_heartbeat_at, u.at), "
+    "status = 'Online', hostname = COALESCE(NULLIF(u.hostname, ''), t.hostname), "
+    "os = COALESCE(NULLIF(u.os, ''), t.os), "
+    "architecture = COALESCE(NULLIF(u.architecture, ''), t.architecture), "
+    "ip_address = COALESCE(NULLIF(u.ip_address, ''), t.ip_address), "
+    "version = COALESCE(NULLIF(u.version, ''), t.version) "
+    "FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], "
+    "$6::text[], $7::text[]) AS u(id, at, hostname, os, architecture, ip_address, version) "
+    "WHERE t.id = u.id AND t.retired_at IS NULL"
+)
+PUBLISH: Final = "SELECT pg_notify($1, m) FROM unnest($2::text[]) AS m"
+
 
 BEFORE_ALL: Final = datetime.min.replace(tzinfo=UTC)
 

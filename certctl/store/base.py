@@ -61,6 +61,9 @@ DUE_STATUSES: Final = (
 the expiry alerts matter, so the scan still sees them. Pending has no version yet; Revoked
 and Archived are no longer managed."""
 
+MESSAGE_BYTES: Final = 4000
+"""Longest message ``Store.publish`` carries (PostgreSQL's NOTIFY takes 8000 bytes)."""
+
 EDITABLE_CERTIFICATE_FIELDS: Final = (
     "name",
     "common_name",
@@ -201,6 +204,32 @@ class InventoryCounts:
     expiring: int
 
 
+SIGHTING_FACTS: Final = ("hostname", "os", "architecture", "ip_address", "version")
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """An agent seen alive at ``at`` (a long poll), with the facts it sent; an empty fact
+    keeps the stored one, as in a heartbeat."""
+
+    agent_id: str
+    at: datetime
+    hostname: str = ""
+    os: str = ""
+    architecture: str = ""
+    ip_address: str = ""
+    version: str = ""
+
+
+class Subscription(Protocol):
+    """Messages published on one channel by any replica, from ``Store.subscribe``."""
+
+    async def receive(self) -> str:
+        """The next message. ``StoreUnavailable`` once the subscription is broken (its
+        session ended, or messages were lost): the subscriber must assume it missed some
+        and subscribe again."""
+
+
 class Leadership(Protocol):
     """One claim on a named lock shared by every replica on the database, from
     ``Store.leadership``: at most one claim per name is ``held`` at a time.
@@ -242,6 +271,14 @@ class Store(Protocol):
         """Try once, without waiting, to take the lock ``name``; the claim says whether it
         got it, and leaving the block releases it. ``StoreUnavailable`` if the database
         cannot be asked."""
+
+    async def publish(self, channel: str, messages: Sequence[str]) -> None:
+        """Deliver each message to every current subscriber of ``channel``, in every
+        replica on this database; a message is a short line (at most ``MESSAGE_BYTES``)."""
+
+    def subscribe(self, channel: str) -> AbstractAsyncContextManager[Subscription]:
+        """Receive what is published on ``channel`` from now on, until the block ends.
+        ``StoreUnavailable`` if the database cannot be reached."""
 
     # -- teams and owners ---------------------------------------------------------------
 
@@ -333,6 +370,11 @@ class Store(Protocol):
     ) -> Agent:
         """Marks the agent Online at ``at``; non-empty metadata replaces the stored values.
         ``Conflict`` for a retired agent (the API answers 410)."""
+
+    async def record_seen(self, sightings: Sequence[Sighting]) -> int:
+        """``record_heartbeat`` for many agents in one statement (at most one sighting
+        per agent); a heartbeat time never moves back, and retired or unknown agents are
+        skipped. Returns how many agents were updated."""
 
     async def set_agent_status(
         self, agent_id: str, status: AgentStatus, *, seen_heartbeat_at: datetime | None

@@ -41,9 +41,10 @@ from certctl.core.model import (
     Target,
 )
 from certctl.store._crud import Audit, Cursor, Order, StoreOperations
-from certctl.store._memory_rows import MemoryLeadership, MemoryRows, Row
+from certctl.store._memory_rows import MemoryLeadership, MemoryRows, MemorySubscription, Row
 from certctl.store.base import (
     DUE_STATUSES,
+    SIGHTING_FACTS,
     AgentDependencies,
     DomainRules,
     DueRenewal,
@@ -51,6 +52,7 @@ from certctl.store.base import (
     Leadership,
     LostAgentJob,
     Page,
+    Subscription,
 )
 from certctl.store.errors import Conflict, NotFound
 from certctl.store.query import Condition
@@ -157,6 +159,27 @@ class MemoryStore(MemoryRows, StoreOperations):
         The holder finds out on its next ``check``; another claim may take the lock now."""
         self._locks.pop(name, None)
 
+    async def _publish(self, channel: str, messages: list[str]) -> None:
+        for subscription in tuple(self._channels.get(channel, ())):
+            for message in messages:
+                subscription.deliver(message)
+
+    @asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
+        subscription = MemorySubscription()
+        subscribers = self._channels.setdefault(channel, set())
+        subscribers.add(subscription)
+        try:
+            yield subscription
+        finally:
+            subscribers.discard(subscription)
+
+    def break_subscriptions(self, channel: str) -> None:
+        """Fault injection: what PostgreSQL ending the listening sessions does; each
+        subscriber's next (or pending) ``receive`` raises ``StoreUnavailable``."""
+        for subscription in self._channels.pop(channel, set()):
+            subscription.sever("the listening session closed")
+
     # -- policies and targets ----------------------------------------------------------
 
     async def _update_policy(self, row: Row, audit: Audit) -> RenewalPolicy:
@@ -216,6 +239,21 @@ class MemoryStore(MemoryRows, StoreOperations):
             self._live_agent(agent_id)
             row = self._update(AGENTS, agent_id, **changes)
         return self._decode(AGENTS, row)
+
+    async def _record_seen(self, rows: list[Row]) -> int:
+        updated = 0
+        with self._transaction():
+            for row in rows:
+                stored = self._rows[AGENTS.name].get((row["id"],))
+                if stored is None or stored["retired_at"] is not None:
+                    continue
+                last = stored["last_heartbeat_at"]
+                changes = {k: v for k, v in row.items() if k in SIGHTING_FACTS and v}
+                at = row["at"] if last is None else max(last, row["at"])
+                changes.update(last_heartbeat_at=at, status=AgentStatus.ONLINE.value)
+                self._update(AGENTS, row["id"], **changes)
+                updated += 1
+        return updated
 
     async def _set_agent_status(self, agent_id: str, status: str, seen: datetime | None) -> Agent:
         with self._transaction():

@@ -35,6 +35,7 @@ from certctl.core.model import (
     RenewalPolicy,
     Target,
 )
+from certctl.store import _notify
 from certctl.store._bridge import Bridge, Conn, asyncio_loop
 from certctl.store._crud import Audit, Cursor, Order, StoreOperations
 from certctl.store._lock import PostgresLeadership
@@ -50,9 +51,11 @@ from certctl.store._sql import (
     LATEST_VALIDITY,
     LIST_TARGETS,
     LOST_AGENTS,
+    PUBLISH,
     RECORD_DEPLOYMENT,
     RETIRE_TARGETS,
     RETRY_DUE,
+    SEEN,
     SET_DUE,
     TIMED_OUT,
     Record,
@@ -74,6 +77,7 @@ from certctl.store._sql import (
     update_row,
 )
 from certctl.store.base import (
+    SIGHTING_FACTS,
     AgentDependencies,
     DomainRules,
     DueRenewal,
@@ -81,6 +85,7 @@ from certctl.store.base import (
     Leadership,
     LostAgentJob,
     Page,
+    Subscription,
 )
 from certctl.store.errors import Conflict, NotFound, SchemaMismatch, StoreUnavailable
 from certctl.store.migrate import Migration, MigrationState, apply_migrations, migration_states
@@ -176,6 +181,19 @@ class PostgresStore(StoreOperations):
             yield claim
         finally:
             await claim.release()
+
+    async def _publish(self, channel: str, messages: list[str]) -> None:
+        """``pg_notify`` for each message, in one statement after the caller's writes
+        committed, so a replica woken by it finds what was written."""
+        await self._run(lambda conn: conn.execute(PUBLISH, channel, messages))
+
+    @asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
+        """``LISTEN`` on a session of its own (see ``certctl.store._notify``)."""
+        async with _notify.subscribe(
+            self._bridge, self._dsn, channel, connect_timeout=self._connect_timeout
+        ) as subscription:
+            yield subscription
 
     # -- generic primitives ------------------------------------------------------------
 
@@ -298,6 +316,15 @@ class PostgresStore(StoreOperations):
 
         # One statement: its own implicit transaction; BEGIN/COMMIT would double the
         # round trips of the call every agent makes every minute.
+        return await self._run(op, write=False)
+
+    async def _record_seen(self, rows: list[Row]) -> int:
+        columns = [[row[name] for row in rows] for name in ("id", "at", *SIGHTING_FACTS)]
+
+        async def op(conn: Conn) -> int:
+            status: str = await conn.execute(SEEN, *columns)
+            return int(status.rsplit(" ", 1)[-1])
+
         return await self._run(op, write=False)
 
     async def _set_agent_status(self, agent_id: str, status: str, seen: datetime | None) -> Agent:

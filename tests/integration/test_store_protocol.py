@@ -46,7 +46,7 @@ from certctl.core.model import (
 from certctl.core.renewal import renewal_due_at
 from certctl.pki.errors import SealError
 from certctl.services.rules import DOMAIN_RULES
-from certctl.store.base import AuditQuery, CertificateQuery, JobQuery, Store
+from certctl.store.base import AuditQuery, CertificateQuery, JobQuery, Sighting, Store
 from certctl.store.errors import Conflict, InvalidCursor, NotFound
 from certctl.store.memory import MemoryStore
 
@@ -415,6 +415,37 @@ async def test_agent_registration_and_heartbeats(store: Store) -> None:
     assert back.status is AgentStatus.ONLINE
     with pytest.raises(NotFound):
         await store.record_heartbeat("agent-9", T0)
+
+
+async def test_sightings_are_heartbeats_written_together(store: Store) -> None:
+    await store.create_agent(agent(last_heartbeat_at=T0 + 2 * DAY), KEY_HASH)
+    await store.create_agent(
+        agent("agent-2", last_heartbeat_at=None), hashlib.sha256(b"2").hexdigest()
+    )
+    await store.create_agent(agent("agent-3"), hashlib.sha256(b"3").hexdigest())
+    await store.set_agent_status("agent-2", AgentStatus.OFFLINE, seen_heartbeat_at=None)
+    await store.retire_agent("agent-3", at=T0, reason="decommissioned")
+
+    written = await store.record_seen(
+        [
+            Sighting("agent-1", T0 + DAY, hostname="moved.example.com"),  # older than stored
+            Sighting("agent-2", T0 + DAY, version="2.0.0", os="linux"),
+            Sighting("agent-3", T0 + DAY),  # retired: skipped
+            Sighting("agent-9", T0 + DAY),  # unknown: skipped
+        ]
+    )
+
+    assert written == 2
+    first = await store.get_agent("agent-1")
+    assert first.last_heartbeat_at == T0 + 2 * DAY  # a heartbeat time never moves back
+    assert first.hostname == "moved.example.com"
+    second = await store.get_agent("agent-2")
+    assert (second.status, second.last_heartbeat_at) == (AgentStatus.ONLINE, T0 + DAY)
+    assert (second.version, second.os, second.hostname) == ("2.0.0", "linux", "agent-2.example.com")
+    assert (await store.get_agent("agent-3")).last_heartbeat_at != T0 + DAY
+    assert await store.record_seen([]) == 0
+    with pytest.raises(ValueError, match="name an agent twice"):
+        await store.record_seen([Sighting("agent-1", T0), Sighting("agent-1", T0 + DAY)])
 
 
 async def test_retirement_is_blocked_by_dependencies_unless_cascading(store: Store) -> None:

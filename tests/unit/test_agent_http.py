@@ -230,7 +230,7 @@ async def test_agent_calls_use_the_agent_key_and_its_paths() -> None:
     )
     async with client(recorder) as plane:
         await plane.heartbeat(AGENT, HostFacts(hostname="web-01", architecture="x86_64"))
-        (item,) = await plane.work(AGENT)
+        (item,) = (await plane.work(AGENT)).jobs
         issued = await plane.submit_csr(AGENT, "job-1", "-----BEGIN CERTIFICATE REQUEST-----")
         material = await plane.certificate(AGENT, "cert-1")
         await plane.report_status(
@@ -376,7 +376,7 @@ async def test_a_tls_1_3_server_signed_by_the_bundle_ca_is_trusted(tmp_path: Pat
             nursery, tmp_path, {"count": 0, "jobs": []}, max_tls=ssl.TLSVersion.TLSv1_3
         )
         async with HttpControlPlane(f"https://localhost:{port}", ca_bundle=bundle) as plane:
-            assert list(await plane.work(AGENT)) == []
+            assert (await plane.work(AGENT)).jobs == ()
         nursery.cancel_scope.cancel()
 
 

@@ -43,6 +43,7 @@ from certctl.protocol import (
     IssuedVersion,
     TargetSpec,
     Verification,
+    Work,
     WorkItem,
 )
 from certctl.testing.certs import intermediate_ca, root_ca
@@ -94,6 +95,12 @@ class ControlPlaneDouble:
     on_heartbeat: Any = None
     work_times: list[float] = field(default_factory=list)
     resumes: list[bool] = field(default_factory=list)
+    waits: list[int] = field(default_factory=list)
+    hold: int = 0  # seconds it holds a long poll; 0 = a server that answers at once
+    queued: trio.Event = field(default_factory=trio.Event)
+    on_work: Any = None
+    held_polls: list[str] = field(default_factory=list)  # how each held poll ended
+    csr_polls: dict[str, int] = field(default_factory=dict)  # job id: polls made before
     jobs: int = 0
 
     def _check(self, agent: AgentIdentity) -> None:
@@ -119,6 +126,7 @@ class ControlPlaneDouble:
                 target=None,
             )
         )
+        self.queued.set()
         return job_id
 
     def want_deploy(self, certificate_id: str, target: TargetSpec) -> str:
@@ -139,6 +147,7 @@ class ControlPlaneDouble:
                 target=target,
             )
         )
+        self.queued.set()
         return job_id
 
     def publish(self, certificate_id: str, leaf: x509.Certificate, chain_pem: bytes) -> None:
@@ -166,21 +175,42 @@ class ControlPlaneDouble:
         if self.heartbeat_error is not None:
             raise self.heartbeat_error
 
-    async def work(self, agent: AgentIdentity, *, resume: bool = False) -> Sequence[WorkItem]:
+    async def work(
+        self,
+        agent: AgentIdentity,
+        *,
+        resume: bool = False,
+        wait: int = 0,
+        facts: HostFacts | None = None,
+    ) -> Work:
         self._check(agent)
         self.resumes.append(resume)
+        self.waits.append(wait)
         self.work_times.append(trio.current_time())
         if self.work_errors:
             raise self.work_errors.pop(0)
+        if self.on_work is not None:
+            self.on_work()
+        granted = min(wait, self.hold)
+        if granted and not self.queue:
+            try:
+                with trio.move_on_after(granted) as timer:
+                    await self.queued.wait()
+            except trio.Cancelled:
+                self.held_polls.append("cancelled")
+                raise
+            self.held_polls.append("timed out" if timer.cancelled_caught else "woken")
+        self.queued = trio.Event()
         items = list(self.queue)
         self.queue = [i for i in self.queue if i.status is JobStatus.AWAITING_CSR]
-        return items
+        return Work(count=len(items), jobs=tuple(items), wait_seconds=granted)
 
     async def submit_csr(self, agent: AgentIdentity, job_id: str, csr_pem: str) -> IssuedVersion:
         self._check(agent)
         item = next(i for i in self.queue if i.job_id == job_id)
         self.queue.remove(item)
         self.csrs[job_id] = csr_pem
+        self.csr_polls[job_id] = len(self.work_times)
         request = load_csr(csr_pem.encode())
         names = x509.SubjectAlternativeName(request.sans.general_names())
         leaf = (
@@ -468,6 +498,73 @@ async def test_jitter_only_shortens_the_wait(
     gaps = [b - a for a, b in itertools.pairwise(times)]
     for gap, full in zip(gaps, [30, 60, 120], strict=True):
         assert full / 2 <= gap < full * 0.51
+
+
+async def test_an_idle_agent_long_polls_back_to_back_and_sends_no_heartbeats(
+    settings: config.Settings, double: ControlPlaneDouble, autojump_clock: trio.abc.Clock
+) -> None:
+    double.hold = 3600  # the server holds up to what the agent asks
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(agent(settings, double).start)
+        while len(double.work_times) < 12:
+            await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert set(double.waits) == {55}  # CERTCTL_AGENT_POLL_WAIT's default
+    gaps = [round(b - a) for a, b in itertools.pairwise(double.work_times)]
+    assert set(gaps) == {55}  # the next poll goes out as the last one ends
+    assert double.heartbeats <= 1  # the first, sent before any poll was held
+    assert double.held_polls[:11] == ["timed out"] * 11
+
+
+async def test_work_arriving_during_a_long_poll_is_handled_when_it_arrives(
+    settings: config.Settings, double: ControlPlaneDouble, autojump_clock: trio.abc.Clock
+) -> None:
+    double.hold = 3600
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(agent(settings, double).start)
+        while len(double.work_times) < 2:
+            await trio.sleep(1)
+        await trio.sleep(20)  # 20 s into the second poll
+        job_id = double.want_csr("cert-1", "www.example.com", ["www.example.com"])
+        while job_id not in double.csrs:
+            await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    assert double.held_polls[:2] == ["timed out", "woken"]
+    assert double.csr_polls[job_id] == 2  # answered by the poll that was waiting
+
+
+async def test_against_a_server_that_answers_at_once_it_short_polls_and_heartbeats(
+    settings: config.Settings, double: ControlPlaneDouble, autojump_clock: trio.abc.Clock
+) -> None:
+    double.hold = 0  # an older server, or one at its cap of waiting polls
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(agent(settings, double).start)
+        while len(double.work_times) < 5:
+            await trio.sleep(1)
+        double.hold = 3600  # the server holds polls again: the agent goes back to them
+        while len(double.work_times) < 8:
+            await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    gaps = [round(b - a) for a, b in itertools.pairwise(double.work_times)]
+    assert gaps[:4] == [30, 30, 30, 30]  # CERTCTL_AGENT_POLL_INTERVAL
+    assert gaps[5:7] == [55, 55]
+
+
+def test_sigterm_cancels_a_waiting_long_poll(
+    settings: config.Settings, double: ControlPlaneDouble
+) -> None:
+    double.hold = 3600
+    polls: list[int] = []
+
+    def second_poll_gets_sigterm() -> None:
+        polls.append(1)
+        if len(polls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    double.on_work = second_poll_gets_sigterm
+    double.want_csr("cert-1", "www.example.com")  # the first poll answers at once
+    assert run(settings, Mode.RUN, out=print, err=print, control_plane=double) == 0
+    assert double.held_polls == ["cancelled"]
 
 
 async def test_an_empty_bootstrap_token_without_identity_names_the_variable(

@@ -402,7 +402,8 @@ async def test_a_silent_agent_goes_offline_and_its_running_job_is_reaped(env: Se
     (running,) = await agents.work(env.services, web.agent)
     assert running.status is JobStatus.RUNNING
 
-    env.clock.advance(env.services.timeouts.agent_offline_after - timedelta(seconds=1))
+    # The tolerance is the setting plus the coalesced liveness write's interval.
+    env.clock.advance(env.services.offline_after - timedelta(seconds=1))
     await agents.heartbeat(env.services, live.agent, HostFacts())
     assert await agents.update_liveness(env.services) == 0
     assert await agents.reap_lost(env.services) == 0

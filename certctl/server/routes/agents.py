@@ -4,7 +4,7 @@ before the view runs, so ``calling_agent()`` is always the agent named in the pa
 
 from __future__ import annotations
 
-from quart import Blueprint
+from quart import Blueprint, request
 from quart_schema import validate_querystring, validate_request
 
 from certctl.core.model import Agent, Job
@@ -19,11 +19,13 @@ from certctl.protocol import (
     StatusReport,
     TargetList,
     Work,
+    facts_from_headers,
 )
-from certctl.server.routes.common import Answer, actor, answers, calling_agent
+from certctl.server.routes.common import Answer, actor, answers, calling_agent, liveness_only
 from certctl.server.schemas import Items, RetireQuery, WorkQuery
 from certctl.server.state import services, state
 from certctl.services import agents
+from certctl.services.errors import InvalidInput
 
 blueprint = Blueprint("agents", __name__, url_prefix="/api/v1/agents")
 
@@ -69,6 +71,7 @@ async def register(data: Registration) -> Answer:
 @answers(HeartbeatAnswer, errors=AGENT)
 @validate_request(HostFacts)
 async def heartbeat(agent_id: str, data: HostFacts) -> Answer:
+    liveness_only()
     return await agents.heartbeat(services(), calling_agent(), data), 200
 
 
@@ -76,8 +79,21 @@ async def heartbeat(agent_id: str, data: HostFacts) -> Answer:
 @answers(Work, errors=AGENT)
 @validate_querystring(WorkQuery)
 async def work(agent_id: str, query_args: WorkQuery) -> Answer:
-    items = await agents.work(services(), calling_agent(), resume=query_args.resume)
-    return Work(count=len(items), jobs=tuple(items)), 200
+    try:
+        facts = facts_from_headers(request.headers.get)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    limit = state().settings.agent_poll_wait_max.total_seconds()
+    items, granted = await agents.poll(
+        services(),
+        calling_agent(),
+        wait=min(query_args.wait, int(limit)),
+        facts=facts,
+        resume=query_args.resume,
+    )
+    if not items:
+        liveness_only()
+    return Work(count=len(items), jobs=tuple(items), wait_seconds=int(granted)), 200
 
 
 @blueprint.post("/<agent_id>/csr")

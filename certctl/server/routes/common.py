@@ -54,6 +54,13 @@ def calling_agent() -> Agent:
     return found
 
 
+def liveness_only() -> None:
+    """This call only showed the agent is alive (a heartbeat, a poll without work): it is
+    counted in metrics, not written to the audit trail, which would otherwise grow by a
+    row per agent per minute and say nothing (docs/server.md, "Audit")."""
+    g.liveness = True
+
+
 def page(found: PageOfItems) -> dict[str, object]:
     return {"items": found.items, "next_cursor": found.next_cursor}
 
