@@ -19,7 +19,9 @@ def available() -> list[str]:
 
 def main(argv: list[str]) -> int:
     names = available()
-    chosen = argv or names
+    # Module names are identifiers; on the command line a benchmark may be spelled with
+    # dashes (``fleet-api``).
+    chosen = [n.replace("-", "_") for n in argv] or names
     unknown = [n for n in chosen if n not in names]
     if unknown:
         print(f"unknown benchmark {', '.join(unknown)}; choose from: {', '.join(names)}")
