@@ -149,6 +149,8 @@ class Demo:
             "CERTCTL_SCHEDULER_RETRY_INTERVAL": "5s",
             "CERTCTL_SCHEDULER_AGENT_HEALTH_CHECK_INTERVAL": "5s",
             "CERTCTL_AGENT_OFFLINE_AFTER": "30s",
+            # A held poll must end before its agent would count as Offline.
+            "CERTCTL_AGENT_POLL_WAIT_MAX": "20s",
             "CERTCTL_LOG_LEVEL": "info",
         }
         env_file = self._env_file("server.env", values, config.Role.SERVER)

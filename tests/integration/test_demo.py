@@ -91,8 +91,16 @@ def test_demo_issues_deploys_and_stops_with_status_0(tmp_path: Path) -> None:
                 return list(jobs["items"])
 
             _wait_for(deployed, DURATION, "completed deployment", output)
-            certificates = get("/api/v1/certificates", limit=1000)["items"]
-            assert len(certificates) >= 30
+            # Long polls deliver the first deployment while the demo may still be seeding.
+            certificates = _wait_for(
+                lambda: (
+                    (c := get("/api/v1/certificates", limit=1000)["items"])
+                    and (c if len(c) >= 30 else None)
+                ),
+                DURATION,
+                "30 seeded certificates",
+                output,
+            )
             assert {c["environment"] for c in certificates} >= {"production", "staging", "dev"}
             assert len({c["owner_id"] for c in certificates}) == 3
             _wait_for(
